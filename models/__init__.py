@@ -1,0 +1,1 @@
+"""Interest models: data, the multi-view sequence encoder, training and offline evaluation."""

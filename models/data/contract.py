@@ -1,0 +1,76 @@
+"""The event and catalog contract shared by data sets, the model and the stream.
+
+One definition keeps offline training and online updating in agreement about what an
+action or a scenario is; the stream validates incoming JSON against the same names.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTIONS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "like")
+DEFAULT_SCENARIOS: tuple[str, ...] = ("home", "search", "video")
+EVENT_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "action", "scenario", "ts")
+ITEM_FIELDS: tuple[str, ...] = ("item_id", "title", "categories")
+CATEGORY_SEPARATOR = "|"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    item_id: str
+    action: str
+    scenario: str
+    ts: int  # epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    item_id: str
+    title: str
+    categories: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The text the cold-start encoder sees: title plus categories."""
+        cats = ", ".join(self.categories)
+        return f"{self.title}. {cats}" if cats else self.title
+
+
+def write_events(path: Path, events: list[Event]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EVENT_FIELDS)
+        for e in events:
+            w.writerow((e.event_id, e.user_id, e.item_id, e.action, e.scenario, e.ts))
+
+
+def read_events(path: Path) -> list[Event]:
+    with path.open(newline="") as f:
+        r = csv.reader(f)
+        header = next(r)
+        if tuple(header) != EVENT_FIELDS:
+            raise ValueError(f"{path}: expected columns {EVENT_FIELDS}, got {tuple(header)}")
+        return [Event(a, b, c, d, e, int(t)) for a, b, c, d, e, t in r]
+
+
+def write_items(path: Path, items: list[Item]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ITEM_FIELDS)
+        for it in items:
+            w.writerow((it.item_id, it.title, CATEGORY_SEPARATOR.join(it.categories)))
+
+
+def read_items(path: Path) -> list[Item]:
+    with path.open(newline="") as f:
+        r = csv.reader(f)
+        header = next(r)
+        if tuple(header) != ITEM_FIELDS:
+            raise ValueError(f"{path}: expected columns {ITEM_FIELDS}, got {tuple(header)}")
+        return [Item(i, t, tuple(c for c in cats.split(CATEGORY_SEPARATOR) if c)) for i, t, cats in r]

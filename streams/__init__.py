@@ -1,0 +1,1 @@
+"""The streaming side of interest-updater: settings, broker, workers and the `iu` command."""

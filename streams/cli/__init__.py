@@ -1,0 +1,39 @@
+"""`iu`: one entry point, one subcommand per job. Each subcommand's module registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streams.cli import data, model
+from streams.settings import Settings, SettingsError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iu",
+        description="interest-updater: real-time multi-view user interests for recommender systems.",
+        formatter_class=HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, model):
+        module.register(sub, settings, HelpFormatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"iu: bad configuration: {e}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
+    try:
+        return int(args.func(args, settings) or 0)
+    except FileNotFoundError as e:
+        print(f"iu: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,14 @@
+"""Shared fixtures: small, seeded data sets so model tests run in seconds on 2 cores."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.data.dataset import SequenceData, build
+from models.data.synth import SynthSpec, generate
+
+
+@pytest.fixture(scope="session")
+def small_synth() -> SequenceData:
+    events, items = generate(SynthSpec(users=150, items=120, events_per_user=30, seed=3))
+    return build(events, items, ("home", "search", "video"))

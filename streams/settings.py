@@ -48,14 +48,6 @@ def _parse(type_name: object, raw: str) -> object:
         return Path(raw)
     if t == "int":
         return int(raw)
-    if t == "float":
-        return float(raw)
-    if t == "bool":
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
     if t.startswith("tuple"):
         items = tuple(x.strip() for x in raw.split(",") if x.strip())
         if not items:

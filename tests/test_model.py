@@ -101,3 +101,17 @@ def test_cold_items_get_text_vectors_near_their_topic(trained, small_synth):
     same = topic[warm] == topic[warm[0]]
     assert sims[same].mean() > sims[~same].mean()
     assert np.all(np.isfinite(table[cold]))
+
+
+def test_sampled_softmax_masks_accidental_hits_and_learns():
+    from models.train import _ce
+
+    torch.manual_seed(0)
+    table = torch.randn(40, 8)
+    targets = torch.tensor([3, 7])
+    # A user vector pointing at its target gives a much lower loss than one pointing away.
+    good = _ce(table[targets] * 5, table, targets, negatives=39)
+    bad = _ce(-table[targets] * 5, table, targets, negatives=39)
+    assert good < bad
+    # With every item drawn as a negative the target itself must be masked: loss stays finite.
+    assert torch.isfinite(_ce(table[targets], table, targets, negatives=400))

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings, SettingsError
+
+
+def test_defaults_run_embedded_under_var():
+    s = Settings.from_env({})
+    assert s.data_dir == Path("var/data") and s.device == "auto" and s.scenarios == ("home", "search", "video")
+
+
+def test_env_overrides_are_typed():
+    s = Settings.from_env({"IU_SEED": "5", "IU_SCENARIOS": "feed, cart", "IU_MODEL_DIR": "/m"})
+    assert s.seed == 5 and s.scenarios == ("feed", "cart") and s.model_dir == Path("/m")
+
+
+@pytest.mark.parametrize(("name", "value"), [("IU_SEED", "x"), ("IU_SCENARIOS", " , ")])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

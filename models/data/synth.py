@@ -2,6 +2,7 @@
 
 What is planted, so tests can check the model finds it:
 - Items belong to topics; titles are made of topic words, so the text encoder sees the topics.
+  Item popularity is Zipf-shaped, also within each topic.
 - Each user has a shared topic mix plus one mix per scenario. How much a scenario follows its
   own mix differs by scenario (`SCENARIO_STYLE`): `search` is scenario-specific, `home`
   follows the shared long-term mix, `video` is sequential (the next item continues a chain).
@@ -51,6 +52,8 @@ def generate(spec: SynthSpec) -> tuple[list[Event], list[Item]]:
     popularity = rng.zipf(1.6, spec.items).astype(float)
     popularity /= popularity.sum()
     by_topic = [np.flatnonzero(item_topic == t) for t in range(topics)]
+    # Within a topic, items are chosen by their popularity: the topic tells what, popularity which.
+    in_topic = [popularity[ix] / popularity[ix].sum() if len(ix) else ix for ix in by_topic]
     items = [
         Item(f"s{i}", f"{TOPIC_WORDS[item_topic[i]]} {rng.choice(['guide', 'show', 'story', 'review'])} {i}",
              (TOPIC_WORDS[item_topic[i]],))
@@ -89,7 +92,8 @@ def generate(spec: SynthSpec) -> tuple[list[Event], list[Item]]:
                 if style == "sequential":
                     mix = 0.5 * shared + 0.5 * per_scen[s]
                 topic = int(rng.choice(topics, p=mix))
-                item = int(rng.choice(by_topic[topic])) if len(by_topic[topic]) else int(rng.integers(spec.items))
+                pool = by_topic[topic]
+                item = int(rng.choice(pool, p=in_topic[topic])) if len(pool) else int(rng.integers(spec.items))
             prev_item = item
             raw.append((int(t0 + t), f"u{u}", item, action, scen))
     raw.sort(key=lambda r: (r[0], r[1]))

@@ -11,6 +11,7 @@ from models.config import ModelConfig
 from models.data.dataset import leave_one_out, load
 from models.evaluate import evaluate
 from models.inference import InterestEncoder, best_device
+from models.text import cached_embeddings
 from models.train import TrainConfig, train
 from streams.cli.datasets import resolve
 from streams.settings import Settings
@@ -71,7 +72,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     )
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      sampled_negatives=args.sampled_negatives, patience=args.patience)
-    model, info = train(data, tr, va, cfg, tc, best_device(args.device))
+    text = cached_embeddings([it.text for it in data.items], folder / "item_text.npy")
+    model, info = train(text, tr, va, cfg, tc, best_device(args.device))
     out = args.out or settings.model_dir / Path(args.dataset).name
     version = save_model(model, data.item_ids, out, out.name,
                          {"dataset": str(folder), "train_config": vars(tc), **info})

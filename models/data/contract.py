@@ -7,6 +7,7 @@ action or a scenario is; the stream validates incoming JSON against the same nam
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,37 +41,37 @@ class Item:
         return f"{self.title}. {cats}" if cats else self.title
 
 
-def write_events(path: Path, events: list[Event]) -> None:
+def _write_csv(path: Path, header: tuple[str, ...], rows: Iterable[tuple]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(EVENT_FIELDS)
-        for e in events:
-            w.writerow((e.event_id, e.user_id, e.item_id, e.action, e.scenario, e.ts))
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _read_csv(path: Path, header: tuple[str, ...]) -> list[list[str]]:
+    with path.open(newline="") as f:
+        r = csv.reader(f)
+        found = tuple(next(r, ()))
+        if found != header:
+            raise ValueError(f"{path}: expected columns {header}, got {found}")
+        return list(r)
+
+
+def write_events(path: Path, events: list[Event]) -> None:
+    _write_csv(path, EVENT_FIELDS, ((e.event_id, e.user_id, e.item_id, e.action, e.scenario, e.ts) for e in events))
 
 
 def read_events(path: Path) -> list[Event]:
-    with path.open(newline="") as f:
-        r = csv.reader(f)
-        header = next(r)
-        if tuple(header) != EVENT_FIELDS:
-            raise ValueError(f"{path}: expected columns {EVENT_FIELDS}, got {tuple(header)}")
-        return [Event(a, b, c, d, e, int(t)) for a, b, c, d, e, t in r]
+    return [Event(a, b, c, d, e, int(t)) for a, b, c, d, e, t in _read_csv(path, EVENT_FIELDS)]
 
 
 def write_items(path: Path, items: list[Item]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ITEM_FIELDS)
-        for it in items:
-            w.writerow((it.item_id, it.title, CATEGORY_SEPARATOR.join(it.categories)))
+    _write_csv(path, ITEM_FIELDS, ((it.item_id, it.title, CATEGORY_SEPARATOR.join(it.categories)) for it in items))
 
 
 def read_items(path: Path) -> list[Item]:
-    with path.open(newline="") as f:
-        r = csv.reader(f)
-        header = next(r)
-        if tuple(header) != ITEM_FIELDS:
-            raise ValueError(f"{path}: expected columns {ITEM_FIELDS}, got {tuple(header)}")
-        return [Item(i, t, tuple(c for c in cats.split(CATEGORY_SEPARATOR) if c)) for i, t, cats in r]
+    return [
+        Item(i, t, tuple(c for c in cats.split(CATEGORY_SEPARATOR) if c))
+        for i, t, cats in _read_csv(path, ITEM_FIELDS)
+    ]

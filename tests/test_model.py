@@ -57,7 +57,9 @@ def test_checkpoint_round_trip(trained, small_synth, tmp_path):
     assert meta["item_ids"] == small_synth.item_ids
     assert state_equal(model, loaded)
     a = InterestEncoder(model, torch.device("cpu")).user_vectors(te[:20], np.ones(20, np.int64))
-    b = InterestEncoder(loaded, torch.device("cpu")).user_vectors(te[:20], np.ones(20, np.int64))
+    from_disk = InterestEncoder.load(tmp_path / "m", device="cpu")
+    assert from_disk.model_version == version
+    b = from_disk.user_vectors(te[:20], np.ones(20, np.int64))
     np.testing.assert_array_equal(a["fused"], b["fused"])
     # Saving the same weights again gives the same version: the version names the weights.
     assert save_model(loaded, small_synth.item_ids, tmp_path / "again", "m", {}) == version

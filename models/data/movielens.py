@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from models.data.contract import Event, Item
+from models.data.contract import Event, Item, write_events, write_items
 
 RATING_TO_ACTION = {1: "view", 2: "view", 3: "click", 4: "add_to_cart", 5: "purchase"}
 GENRE_TO_SCENARIO = {
@@ -115,8 +115,6 @@ def download_recbole_folder(dest: Path) -> Path:
 
 def prepare(out: Path, from_path: Path | None = None) -> tuple[Path, Path]:
     """Write `events.csv` and `items.csv` under `out`; a cached copy is reused."""
-    from models.data.contract import write_events, write_items
-
     events_csv, items_csv = out / "events.csv", out / "items.csv"
     if events_csv.exists() and items_csv.exists():
         return events_csv, items_csv

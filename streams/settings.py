@@ -26,7 +26,6 @@ class Settings:
     device: str = "auto"  # torch device for the encoder: auto (CUDA when present), cpu, cuda
     scenarios: tuple[str, ...] = ("home", "search", "video")  # comma-separated in the env var
     seed: int = 2020  # default seed for training and synthetic data
-    kafka_bootstrap: str = ""  # Kafka bootstrap servers; empty: start the embedded Tansu broker
     partitions: int = 4  # partitions of every event topic and of the recommendations topic
 
     @classmethod

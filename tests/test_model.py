@@ -11,7 +11,7 @@ from models.evaluate import evaluate
 from models.inference import InterestEncoder, pad_windows
 from models.multiview import MultiViewModel
 from models.text import embed_texts
-from models.train import TrainConfig, train
+from models.train import TrainConfig, _ce, train
 from models.views import ViewState
 
 
@@ -106,8 +106,6 @@ def test_cold_items_get_text_vectors_near_their_topic(trained, small_synth):
 
 
 def test_sampled_softmax_masks_accidental_hits_and_learns():
-    from models.train import _ce
-
     torch.manual_seed(0)
     table = torch.randn(40, 8)
     targets = torch.tensor([3, 7])

@@ -23,6 +23,7 @@ import textwrap
 from pathlib import Path
 
 VENV = Path("var/bench/recbole-venv")
+RESULT = VENV.parent / "recbole-result.json"
 PINS = ["numpy<2", "pandas==2.2.*", "scipy==1.14.*", "scikit-learn==1.5.*", "setuptools<81", "colorlog==4.7.2",
         "colorama==0.4.4", "pyyaml", "tensorboard", "thop", "tabulate", "plotly", "texttable", "psutil", "tqdm"]
 
@@ -119,8 +120,8 @@ def main() -> int:
         rb_all = json.loads(args.recbole_result.read_text())
     else:
         rb_all = run_recbole(args.python or ensure_venv(), args.epochs, args.seed, args.gpu)
-        Path("var/bench").mkdir(parents=True, exist_ok=True)
-        Path("var/bench/recbole-result.json").write_text(json.dumps(rb_all))
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps(rb_all))
     rb = rb_all["test_result"]
     rows = [("RecBole 1.2.1 SASRec", "no mask", rb["hit@10"], rb["ndcg@10"], rb["mrr@10"])]
     for m in args.model:

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
         help="run the embedded Kafka-protocol broker (Tansu) with the product's topics",
         description="Start Tansu (memory-only: stopping it loses every topic) on a loopback port, create the "
         "event, catalog, recommendation and dead-letter topics with IU_PARTITIONS partitions, print the "
-        "bootstrap address, and run until Ctrl-C. Point other processes at it with IU_KAFKA_BOOTSTRAP.",
+        "bootstrap address as IU_KAFKA_BOOTSTRAP=HOST:PORT, and run until Ctrl-C.",
         formatter_class=fmt,
     )
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free port)")

@@ -85,6 +85,24 @@ class InterestEncoder:
         )
         return fused.float().cpu().numpy(), w.float().cpu().numpy()
 
+    @torch.inference_mode()
+    def project_text(self, text_vecs: np.ndarray) -> np.ndarray:
+        """Vectors for items the model never saw, from their MiniLM text embeddings (n, text_dim)."""
+        out = self.model.text_proj(torch.as_tensor(text_vecs, dtype=torch.float32, device=self.device))
+        return out.float().cpu().numpy()
+
+    def add_items(self, vectors: np.ndarray) -> np.ndarray:
+        """Append item vectors to the table (catalog items published after training); their indices."""
+        start = self.table.shape[0]
+        self.table = np.concatenate([self.table, vectors.astype(np.float32)])
+        self._table_t = torch.as_tensor(self.table, device=self.device)
+        return np.arange(start, start + len(vectors))
+
+    def update_items(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Overwrite item vectors in place (a cold item whose text changed)."""
+        self.table[rows] = vectors
+        self._table_t = torch.as_tensor(self.table, device=self.device)
+
     def new_state(self) -> ViewState:
         return ViewState.empty(self.layout.n, self.cfg.dim)
 

@@ -14,11 +14,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
 
 
 class BrokerError(RuntimeError):
@@ -117,7 +120,11 @@ class EmbeddedBroker:
 def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
     """Create missing topics with their partition counts; an existing topic with another count is an error."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=timeout).topics
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except Exception as e:
+        raise BrokerError(f"Kafka at {bootstrap} is unreachable ({e}): check IU_KAFKA_BOOTSTRAP, "
+                          "or unset it to run the embedded broker") from None
     wrong = {t: len(existing[t].partitions) for t, n in topics.items() if t in existing
              and len(existing[t].partitions) != n}
     if wrong:
@@ -132,3 +139,16 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0)
     absent = [t.topic for t in missing if t.topic not in after]
     if absent:
         raise BrokerError(f"could not create topics {absent} on {bootstrap}")
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings, announce: bool = True) -> Iterator[str]:
+    """The configured cluster, or an embedded Tansu broker for the duration (IU_KAFKA_BOOTSTRAP unset)."""
+    if not settings.embedded:
+        yield settings.kafka_bootstrap
+        return
+    with EmbeddedBroker() as b:
+        if announce:
+            print(f"embedded Tansu broker: IU_KAFKA_BOOTSTRAP={b.bootstrap} IU_BROKER_PROFILE=tansu", flush=True)
+        yield b.bootstrap
+

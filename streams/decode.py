@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from models.data.contract import ACTIONS, Event
+from models.data.contract import ACTIONS, Event, Item
 
 MAX_ID_CHARS = 256
 MAX_FUTURE_MS = 86_400_000  # a day of clock skew is tolerated; beyond it the timestamp is wrong
@@ -28,6 +28,7 @@ class Reason(StrEnum):
     UNKNOWN_ACTION = "unknown_action"
     UNKNOWN_SCENARIO = "unknown_scenario"
     UNKNOWN_ITEM = "unknown_item"
+    KEY_MISMATCH = "key_mismatch"  # the message key is not the user id: the user's state would split
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +51,43 @@ def _ident(obj: dict, name: str) -> str | Rejected:
     return s
 
 
-def decode_event(
-    raw: bytes,
-    scenarios: tuple[str, ...],
-    known_items: frozenset[str] | None = None,
-    now_ms: int | None = None,
-) -> Event | Rejected:
-    """`known_items` None means the catalog is not enforced (events may precede their item)."""
+def _object(raw: bytes) -> dict | Rejected:
     try:
         obj = json.loads(raw, parse_constant=lambda c: math.nan)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         return Rejected(Reason.MALFORMED_JSON, str(e)[:200])
     if not isinstance(obj, dict):
         return Rejected(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def decode_item(raw: bytes) -> Item | Rejected:
+    """A catalog record: item_id, title, optional categories (a list of strings)."""
+    obj = _object(raw)
+    if isinstance(obj, Rejected):
+        return obj
+    missing = [f for f in ("item_id", "title") if f not in obj]
+    if missing:
+        return Rejected(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    item_id = _ident(obj, "item_id")
+    if isinstance(item_id, Rejected):
+        return item_id
+    cats = obj.get("categories", [])
+    if not isinstance(obj["title"], str) or not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+        return Rejected(Reason.WRONG_TYPE, "title must be a string and categories a list of strings")
+    return Item(item_id, obj["title"][:1024], tuple(c[:100] for c in cats[:50]))
+
+
+def decode_event(
+    raw: bytes,
+    scenarios: tuple[str, ...],
+    now_ms: int | None = None,
+) -> Event | Rejected:
+    """Shape and value checks only: whether the item exists is the catalog's call (streams/catalog.py),
+    which may have to ask the vector store about items another worker registered."""
+    obj = _object(raw)
+    if isinstance(obj, Rejected):
+        return obj
     missing = [f for f in REQUIRED if f not in obj]
     if missing:
         return Rejected(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
@@ -85,6 +110,4 @@ def decode_event(
         return Rejected(Reason.UNKNOWN_SCENARIO, f"scenario {obj['scenario'][:50]!r} is not one of {scenarios}")
     if "context" in obj and not isinstance(obj["context"], dict):
         return Rejected(Reason.WRONG_TYPE, "context must be a JSON object")
-    if known_items is not None and ids["item_id"] not in known_items:
-        return Rejected(Reason.UNKNOWN_ITEM, f"item {ids['item_id'][:50]!r} is not in the catalog")
     return Event(ids["event_id"], ids["user_id"], ids["item_id"], obj["action"], obj["scenario"], ts)

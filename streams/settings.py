@@ -27,6 +27,18 @@ class Settings:
     scenarios: tuple[str, ...] = ("home", "search", "video")  # comma-separated in the env var
     seed: int = 2020  # default seed for training and synthetic data
     partitions: int = 4  # partitions of every event topic and of the recommendations topic
+    kafka_bootstrap: str = ""  # host:port of a Kafka cluster; empty: iu starts the embedded Tansu broker
+    broker_profile: str = "auto"  # auto (tansu when embedded, else kafka), tansu or kafka: broker workarounds
+    milvus_uri: str = ""  # a Milvus server (http://host:19530); empty: milvus-lite at var/milvus.db
+    model: str = "ml-100k"  # the model the worker serves: a folder under IU_MODEL_DIR, or a path
+    app_id: str = "interest-updater"  # Faust app id: the consumer group and the prefix of its internal topics
+    store: str = "memory://"  # Faust table store: memory:// (state rebuilt from the changelog) or rocksdb://
+    web_host: str = "127.0.0.1"  # the worker's HTTP interface binds here
+    web_port: int = 6066  # the worker's HTTP port
+    batch_size: int = 256  # most events in one micro-batch
+    batch_wait_ms: int = 50  # longest wait to fill a micro-batch
+    top_k: int = 10  # recommendations per user
+    diversity: float = 0.2  # MMR weight of diversity against relevance, 0..1 (0: rank by relevance only)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,7 +52,42 @@ class Settings:
                 values[f.name] = _parse(f.type, raw)
             except ValueError as e:
                 raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r}: {e}") from None
-        return cls(**values)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        checks = {
+            "broker_profile": self.broker_profile in ("auto", "tansu", "kafka"),
+            "store": self.store.startswith(("memory://", "rocksdb://")),
+            "diversity": 0.0 <= self.diversity <= 1.0,
+            "partitions": self.partitions >= 1,
+            "batch_size": self.batch_size >= 1,
+            "top_k": self.top_k >= 1,
+            "web_port": 0 < self.web_port < 65536,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise SettingsError(f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range")
+
+    @property
+    def embedded(self) -> bool:
+        """No cluster named: `iu` starts a Tansu broker itself."""
+        return not self.kafka_bootstrap
+
+    @property
+    def tansu(self) -> bool:
+        """Apply the Tansu workarounds (see streams/faust_app.py)."""
+        return self.broker_profile == "tansu" or (self.broker_profile == "auto" and self.embedded)
+
+    @property
+    def milvus_target(self) -> str:
+        return self.milvus_uri or str(Path("var") / "milvus.db")
+
+    @property
+    def model_path(self) -> Path:
+        path = Path(self.model)
+        return path if path.is_absolute() or path.exists() else self.model_dir / self.model
 
 
 def _parse(type_name: object, raw: str) -> object:
@@ -49,6 +96,8 @@ def _parse(type_name: object, raw: str) -> object:
         return Path(raw)
     if t == "int":
         return int(raw)
+    if t == "float":
+        return float(raw)
     if t.startswith("tuple"):
         items = tuple(x.strip() for x in raw.split(",") if x.strip())
         if not items:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.data.contract import Event
-from streams.decode import Reason, Rejected, decode_event
+from models.data.contract import Event, Item
+from streams.decode import Reason, Rejected, decode_event, decode_item
 
 SCENS = ("home", "search", "video")
 NOW = 1_800_000_000_000
@@ -15,9 +15,9 @@ GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click", "
         "ts": 1_700_000_000_000}
 
 
-def dec(obj: object, known: frozenset[str] | None = None) -> Event | Rejected:
+def dec(obj: object) -> Event | Rejected:
     raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    return decode_event(raw, SCENS, known, now_ms=NOW)
+    return decode_event(raw, SCENS, now_ms=NOW)
 
 
 def test_valid_event_decodes():
@@ -59,10 +59,23 @@ def test_nan_timestamp_is_rejected():
     assert isinstance(r, Rejected) and r.reason == Reason.WRONG_TYPE
 
 
-def test_unknown_item_only_when_the_catalog_is_enforced():
-    assert isinstance(dec(GOOD, frozenset({"i2"})), Rejected)
-    assert dec(GOOD, frozenset({"i2"})).reason == Reason.UNKNOWN_ITEM
-    assert isinstance(dec(GOOD, None), Event)
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        (b"[1]", Reason.NOT_AN_OBJECT),
+        ({"title": "x"}, Reason.MISSING_FIELD),
+        ({"item_id": "i", "title": 3}, Reason.WRONG_TYPE),
+        ({"item_id": "i", "title": "t", "categories": "Drama"}, Reason.WRONG_TYPE),
+    ],
+)
+def test_bad_catalog_records_are_rejected_with_a_reason(obj, reason):
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    assert decode_item(raw) == Rejected(reason, decode_item(raw).detail)
+
+
+def test_catalog_record_decodes():
+    raw = json.dumps({"item_id": 7, "title": "Heat (1995)", "categories": ["Action", "Crime"]}).encode()
+    assert decode_item(raw) == Item("7", "Heat (1995)", ("Action", "Crime"))
 
 
 json_values = st.recursive(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streams.cli import broker, data, model
+from streams.broker import BrokerError
+from streams.cli import broker, data, model, produce, recs, worker
 from streams.settings import Settings, SettingsError
+from streams.vectors import VectorStoreError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -20,7 +22,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, broker):
+    for module in (data, model, broker, worker, produce, recs):
         module.register(sub, settings, HelpFormatter)
     return parser
 
@@ -34,6 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(settings).parse_args(argv)
     try:
         return int(args.func(args, settings) or 0)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BrokerError, VectorStoreError) as e:
         print(f"iu: {e}", file=sys.stderr)
         return 1

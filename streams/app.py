@@ -1,0 +1,190 @@
+"""The Faust app: topics, the user-state table, the agents and the HTTP views.
+
+The agents are thin: they turn micro-batches of consumed messages into `Record`s, read the touched
+users' state from the table, hand the heavy work (encoder, Milvus) to one worker thread so the event
+loop keeps heartbeating, then write states and produce outputs. Offsets are acknowledged only after
+that (at-least-once); the state's watermarks make redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import numpy as np
+
+from models.data.contract import Item
+from streams.decode import Rejected, decode_item
+from streams.processor import DeadLetter, Processor, Record
+from streams.settings import Settings
+from streams.topics import DEAD_LETTERS, ITEMS, RECOMMENDATIONS, events_topic
+
+TABLE = "user_state"
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def internal_topics(settings: Settings) -> dict[str, int]:
+    """Faust's own topics; created up front on Tansu, which would auto-create them with 4 partitions."""
+    return {f"{settings.app_id}-{TABLE}-changelog": settings.partitions,
+            f"{settings.app_id}-__assignor-__leader": 1}
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Tansu workarounds: quick group joins, and one record per produce batch, because its
+    ListOffsets(latest) is wrong for multi-record batches and table recovery would stop short."""
+    if not settings.tansu:
+        return {}
+    return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
+
+
+@dataclass
+class Stats:
+    """Counters the HTTP views and the demo read (Prometheus metrics come with the observability work)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    started: float = field(default_factory=time.time)
+
+    def as_json(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {**self.counts, "uptime_s": round(time.time() - self.started, 3),
+                "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99))}
+
+
+def _record(event: faust.types.EventT) -> Record:
+    m = event.message
+    return Record(m.topic, m.partition, m.offset, m.key, m.value or b"", int(m.timestamp * 1000))
+
+
+def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store=settings.store,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        key_serializer="raw",  # also the table's: state values are our own compact bytes
+        value_serializer="raw",
+        **broker_options(settings),
+    )
+    events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
+    items = app.topic(ITEMS, **RAW)
+    recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)
+    dead_letters = app.topic(DEAD_LETTERS, partitions=1, **RAW)
+    # use_partitioner: the changelog partition is the key's hash (murmur2, as producers must key too),
+    # which lets a micro-batch write its users outside per-event stream iteration.
+    table = app.Table(TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
+                      key_type=bytes, value_type=bytes)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus, one at a time
+    stats = Stats()
+
+    async def offload(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def dead_letter(letters: list[DeadLetter]) -> None:
+        for d in letters:
+            await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers())
+
+    @app.agent(events)
+    async def update_interests(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_ms / 1000):
+            records = [_record(e) for e in batch]
+            stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
+            result = await offload(processor.process, records, stored)
+            for uid, raw in result.states.items():
+                table[uid.encode()] = raw
+            for key, value in result.recommendations:
+                await recommendations.send(key=key, value=value)
+            await dead_letter(result.dead_letters)
+            stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
+                                 "batches": 1, **result.outcomes})
+            stats.latencies_ms.extend(result.latencies_ms)
+
+    @app.agent(items)
+    async def update_catalog(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1024, within=0.2):
+            records = [_record(e) for e in batch]
+            decoded = [(r, decode_item(r.value)) for r in records]
+            good = [it for _, it in decoded if isinstance(it, Item)]
+            if good:
+                await offload(processor.catalog.add, good)
+            await dead_letter([DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)])
+            stats.counts.update({"items_in": len(records), "items_applied": len(good)})
+
+    @app.page("/health")
+    async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if app.consumer else []
+        ready = bool(assigned) and not app.rebalancing and not app.in_recovery
+        return self.json({"status": "ok" if ready else "starting", "ready": ready, "assigned": assigned,
+                          "model_version": processor.encoder.model_version, "users": len(table)},
+                         status=200 if ready else 503)
+
+    @app.page("/stats")
+    async def stats_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.json({**stats.as_json(), "users": len(table), "items": len(processor.catalog)})
+
+    def user_state(user_id: str) -> Any:
+        raw = table.get(user_id.encode())
+        return None if raw is None else processor.load_state(raw)
+
+    def scenario_of(request: faust.web.Request, state: Any) -> str | None:
+        scen = request.query.get("scenario")
+        if scen is None:  # the scenario of the user's latest event
+            return processor.encoder.cfg.scenarios[int(state.ring["scen"][-1]) - 1]
+        return scen if scen in processor.scen_index else None
+
+    @app.page("/users/{user_id}/recommendations")
+    async def recommendations_view(
+        self: faust.web.View, request: faust.web.Request, user_id: str
+    ) -> faust.web.Response:
+        state = user_state(user_id)
+        if state is None:
+            return self.json({"error": f"no events for user {user_id!r}"}, status=404)
+        scen = scenario_of(request, state)
+        if scen is None:
+            return self.json({"error": f"unknown scenario {request.query.get('scenario')!r}"}, status=400)
+        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        return self.json({"user_id": user_id, "scenario": scen, "model_version": processor.encoder.model_version,
+                          "items": [{"item_id": i, "score": round(s, 5), "title": processor.catalog.titles.get(i, "")}
+                                    for i, s in ranked.items]})
+
+    @app.page("/users/{user_id}/interest")
+    async def interest_view(self: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:
+        state = user_state(user_id)
+        if state is None:
+            return self.json({"error": f"no events for user {user_id!r}"}, status=404)
+        scen = scenario_of(request, state)
+        if scen is None:
+            return self.json({"error": f"unknown scenario {request.query.get('scenario')!r}"}, status=400)
+        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        names = processor.encoder.view_names
+        counts = [None, *state.views.count.tolist()]  # the transformer view has no count of its own
+        return self.json({
+            "user_id": user_id, "scenario": scen, "events_applied": state.applied, "events_skipped": state.skipped,
+            "recent_items": [{"item_id": i, "ts": int(r["ts"]), "title": processor.catalog.titles.get(i, "")}
+                             for i, r in zip(state.items, state.ring, strict=True)][::-1],
+            "views": {n: {"weight": round(float(w), 5), "events": c} for n, w, c in
+                      zip(names, ranked.weights, counts, strict=True)},
+            "fused": [round(float(x), 5) for x in ranked.fused],
+        })
+
+    @app.page("/state/digest")
+    async def digest_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """A hash over every user's state bytes: two workers (or one, before and after a restart) agree
+        exactly when their states do."""
+        h = hashlib.sha256()
+        keys = sorted(table.keys())
+        for k in keys:
+            h.update(len(k).to_bytes(4, "little") + k + table[k])
+        return self.json({"users": len(keys), "sha256": h.hexdigest()})
+
+    return app

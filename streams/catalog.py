@@ -1,0 +1,81 @@
+"""The worker's view of the item catalog: item id -> row of the encoder's item table, and titles.
+
+Items the model was trained on keep their learned vector; items published later on `iu.items`
+get the text-derived one (MiniLM embedding through the model's text projection). The vector store
+holds every item, so a worker that never saw an item's catalog record (it went to another worker)
+fetches it from there instead of dead-lettering events about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.data.contract import Item, read_items
+from models.inference import InterestEncoder
+from models.text import embed_texts
+from streams.vectors import VectorStore
+
+
+class Catalog:
+    def __init__(self, encoder: InterestEncoder, store: VectorStore, trained_ids: list[str]) -> None:
+        self.encoder = encoder
+        self.store = store
+        self.index = {iid: k + 1 for k, iid in enumerate(trained_ids)}
+        self.trained = len(trained_ids)
+        self.titles: dict[str, str] = {}
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def vector(self, item_id: str) -> np.ndarray:
+        return self.encoder.table[self.index[item_id]]
+
+    def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        return {i: self.vector(i) for i in ids}
+
+    def publish_trained(self, dataset_items: Path | None) -> int:
+        """Put the trained items into the vector store once per model version; how many were written."""
+        ids = list(self.index)
+        version = self.encoder.model_version
+        titles = {it.item_id: it.title for it in read_items(dataset_items)} if dataset_items else {}
+        self.titles.update({i: titles.get(i, "") for i in ids})
+        if not ids or self.store.item_version(ids[-1]) == version:
+            return 0
+        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.encoder.table[1:len(ids) + 1], version)
+        return len(ids)
+
+    def add(self, items: list[Item]) -> None:
+        """Catalog records: new or changed titles; cold items get a text-derived vector."""
+        for it in items:
+            self.titles[it.item_id] = it.title
+        cold = [it for it in items if self.index.get(it.item_id, self.trained + 1) > self.trained]
+        if cold:
+            vecs = self.encoder.project_text(embed_texts([it.text for it in cold]))
+            self._place([it.item_id for it in cold], vecs)
+        ids = [it.item_id for it in items]
+        self.store.upsert_items(ids, [self.titles[i] for i in ids], np.stack([self.vector(i) for i in ids]),
+                                self.encoder.model_version)
+
+    def resolve(self, ids: set[str]) -> set[str]:
+        """Look unknown items up in the vector store; returns those that exist nowhere."""
+        missing = {i for i in ids if i not in self.index}
+        found = self.store.get_items(sorted(missing))
+        if found:
+            self._place(list(found), np.stack([v for _, v in found.values()]))
+            self.titles.update({i: t for i, (t, _) in found.items()})
+        return missing - found.keys()
+
+    def _place(self, ids: list[str], vecs: np.ndarray) -> None:
+        """Changed cold items are overwritten in place; new ones appended to the encoder's table."""
+        old = [k for k, i in enumerate(ids) if i in self.index]
+        new = [k for k, i in enumerate(ids) if i not in self.index]
+        if old:
+            self.encoder.update_items(np.array([self.index[ids[k]] for k in old]), vecs[old])
+        if new:
+            rows = self.encoder.add_items(vecs[new])
+            self.index.update({ids[k]: int(r) for k, r in zip(new, rows, strict=True)})

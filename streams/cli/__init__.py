@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from streams.broker import BrokerError
-from streams.cli import broker, data, model, produce, recs, worker
+from streams.cli import broker, data, demo, model, produce, recs, worker
 from streams.settings import Settings, SettingsError
 from streams.vectors import VectorStoreError
 
@@ -22,7 +22,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, broker, worker, produce, recs):
+    for module in (data, model, broker, worker, produce, recs, demo):
         module.register(sub, settings, HelpFormatter)
     return parser
 

@@ -1,0 +1,153 @@
+"""The streaming pipeline against a real Tansu broker, real milvus-lite and a real (tiny) model.
+
+One worker process consumes a slice of ml-100k plus one bad record per dead-letter reason and a
+duplicated event; the checks read its state over HTTP, and the topics with plain confluent-kafka.
+Then the worker is stopped and a new process must recover exactly the same state from the changelog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from models.data.contract import read_events, read_items
+from streams.broker import EmbeddedBroker, free_port
+from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.state import event_hash
+from streams.supervise import WorkerProcess
+from streams.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic
+
+ML100K = Path("var/data/ml-100k")
+N_EVENTS = 3000
+MAX_LEN = 20
+GOOD = {"event_id": "bad-0", "user_id": "1", "item_id": "ml-100k-i1", "action": "click", "scenario": "home",
+        "ts": 880_000_000_000}
+BAD = [  # (key, value, reason)
+    (b"1", b"{not json", "malformed_json"),
+    (b"1", b"[1, 2]", "not_an_object"),
+    (b"1", json.dumps({"user_id": "1"}).encode(), "missing_field"),
+    (b"1", json.dumps({**GOOD, "ts": "yesterday"}).encode(), "wrong_type"),
+    (b"1", json.dumps({**GOOD, "ts": -5}).encode(), "bad_timestamp"),
+    (b"1", json.dumps({**GOOD, "action": "teleport"}).encode(), "unknown_action"),
+    (b"1", json.dumps({**GOOD, "scenario": "moon"}).encode(), "unknown_scenario"),
+    (b"1", json.dumps({**GOOD, "item_id": "no-such-item"}).encode(), "unknown_item"),
+    (b"someone-else", json.dumps(GOOD).encode(), "key_mismatch"),
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    if not (ML100K / "events.csv").exists():
+        pytest.fail("ml-100k is not prepared: run `iu data fetch ml-100k` (make test does it first)")
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--dataset", str(ML100K), "--out", str(out),
+                        "--epochs", "1", "--dim", "32", "--layers", "1", "--max-len", str(MAX_LEN),
+                        "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> str:
+    with EmbeddedBroker() as b:
+        yield b.bootstrap
+
+
+def consume_all(bootstrap: str, topic: str, until: object, timeout: float = 60.0) -> list:
+    """Plain confluent-kafka, from the beginning, until `until(messages)` holds or the timeout."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(out):  # type: ignore[operator]
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+    finally:
+        c.close()
+    return out
+
+
+def test_events_state_recommendations_dead_letters_and_restart(model, bootstrap, tmp_path):
+    env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(model),
+           "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu"}
+    events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
+    dup = events[N_EVENTS // 2]
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        prod = producer(bootstrap)
+        publish_catalog(prod, read_items(ML100K / "items.csv"))
+        publish(prod, event_messages(events), progress=False)
+        raw = Producer({"bootstrap.servers": bootstrap})
+        for key, value, _ in BAD:
+            raw.produce(events_topic("home"), key=key, value=value)
+        raw.flush(10)
+        publish(prod, event_messages([dup]), progress=False)
+        total = N_EVENTS + len(BAD) + 1
+        stats = worker.wait_for(lambda s: s.get("events_in", 0) >= total, 180, f"{total} events consumed")
+        assert stats["events_in"] == total
+        assert stats.get("applied", 0) + stats.get("late", 0) == N_EVENTS
+        assert stats.get("duplicate", 0) == 1
+
+        # Every valid event is in its user's state: counts and the last L interactions, in (ts, id) order.
+        per_user = defaultdict(list)
+        for e in events:
+            per_user[e.user_id].append(e)
+        for uid, evs in per_user.items():
+            got = worker.get(f"/users/{uid}/interest")
+            assert got["events_applied"] == len(evs), uid
+            assert got["events_skipped"] == (1 if uid == dup.user_id else 0)
+            last = sorted(evs, key=lambda e: (e.ts, event_hash(e.event_id)))[-MAX_LEN:]
+            assert [r["item_id"] for r in got["recent_items"]] == [e.item_id for e in reversed(last)]
+            assert abs(sum(v["weight"] for v in got["views"].values()) - 1) < 1e-3
+
+        # Every user with events gets recommendations; a plain consumer can parse them. The latest one
+        # per user (a key's messages keep their order) excludes what the user interacted with.
+        recs = consume_all(bootstrap, RECOMMENDATIONS, lambda ms: len(ms) >= stats["recommendations_out"])
+        assert len(recs) == stats["recommendations_out"]
+        by_user = {m.key().decode(): json.loads(m.value()) for m in recs}
+        assert set(by_user) == set(per_user)
+        for uid, rec in by_user.items():
+            assert rec["user_id"] == uid and len(rec["items"]) == 10
+            assert not {i["item_id"] for i in rec["items"]} & {r["item_id"] for r in
+                                                               worker.get(f"/users/{uid}/interest")["recent_items"]}
+            assert rec["emitted_ts"] >= rec["ingest_ts"] and rec["model_version"].startswith("tiny-")
+
+        # Every bad record is dead-lettered with its own reason and its original bytes.
+        dlq = consume_all(bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(BAD))
+        got = {(m.value(), dict(m.headers())["iu.reason"].decode()) for m in dlq}
+        assert got == {(value, reason) for _, value, reason in BAD}
+        assert all(dict(m.headers())["iu.topic"] == events_topic("home").encode() for m in dlq)
+
+        before = worker.get("/state/digest")
+        assert before["users"] == len(per_user)
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+    # A new process recovers every user's state from the changelog, byte for byte.
+    with WorkerProcess(env, tmp_path / "worker2.log") as again:
+        assert again.get("/state/digest") == before
+        assert again.get("/stats").get("events_in", 0) == 0  # offsets were committed: nothing redelivered
+        assert again.get(f"/users/{dup.user_id}/recommendations")["items"]
+
+
+def test_demo_runs_end_to_end_on_embedded_defaults(model, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IU_")}
+    env.update({"IU_MODEL": str(model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
+                "IU_WEB_PORT": str(free_port())})
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--events", "2000", "--json"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["events_in"] == summary["applied"] == 2000
+    assert summary["dlq"] == 0 and summary["recommendations_out"] > 0 and summary["users"] > 0
+    assert 0 <= summary["latency_ms_p50"] <= summary["latency_ms_p99"]

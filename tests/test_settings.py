@@ -15,7 +15,14 @@ def test_env_overrides_are_typed():
     assert s.seed == 5 and s.scenarios == ("feed", "cart") and s.model_dir == Path("/m")
 
 
-@pytest.mark.parametrize(("name", "value"), [("IU_SEED", "x"), ("IU_SCENARIOS", " , ")])
+@pytest.mark.parametrize(("name", "value"), [("IU_SEED", "x"), ("IU_SCENARIOS", " , "), ("IU_DIVERSITY", "2"),
+                                             ("IU_BROKER_PROFILE", "redpanda"), ("IU_STORE", "redis://")])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_embedded_profile_follows_the_bootstrap_unless_told():
+    assert Settings.from_env({}).tansu
+    assert not Settings.from_env({"IU_KAFKA_BOOTSTRAP": "kafka:9092"}).tansu
+    assert Settings.from_env({"IU_KAFKA_BOOTSTRAP": "127.0.0.1:1", "IU_BROKER_PROFILE": "tansu"}).tansu

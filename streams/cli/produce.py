@@ -50,8 +50,8 @@ def _bootstrap(settings: Settings) -> str:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    folder = resolve(args.dataset, settings)
     prod = producer(_bootstrap(settings))
+    folder = resolve(args.dataset, settings)
     if not args.no_catalog:
         print(f"catalog: {publish_catalog(prod, read_items(folder / 'items.csv'))} items", file=sys.stderr)
     events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)

@@ -132,40 +132,38 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     async def stats_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.json({**stats.as_json(), "users": len(table), "items": len(processor.catalog)})
 
-    def user_state(user_id: str) -> Any:
+    async def ranked_for(request: faust.web.Request, user_id: str) -> tuple[Any, str, Any] | dict:
+        """The user's state, the target scenario and a fresh ranking; or an error body with its status."""
         raw = table.get(user_id.encode())
-        return None if raw is None else processor.load_state(raw)
-
-    def scenario_of(request: faust.web.Request, state: Any) -> str | None:
+        if raw is None:
+            return {"error": f"no events for user {user_id!r}", "status": 404}
+        state = processor.load_state(raw)
         scen = request.query.get("scenario")
         if scen is None:  # the scenario of the user's latest event
-            return processor.encoder.cfg.scenarios[int(state.ring["scen"][-1]) - 1]
-        return scen if scen in processor.scen_index else None
+            scen = processor.encoder.cfg.scenarios[int(state.ring["scen"][-1]) - 1]
+        if scen not in processor.scen_index:
+            return {"error": f"unknown scenario {scen!r}", "status": 400}
+        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        return state, scen, ranked
 
     @app.page("/users/{user_id}/recommendations")
     async def recommendations_view(
         self: faust.web.View, request: faust.web.Request, user_id: str
     ) -> faust.web.Response:
-        state = user_state(user_id)
-        if state is None:
-            return self.json({"error": f"no events for user {user_id!r}"}, status=404)
-        scen = scenario_of(request, state)
-        if scen is None:
-            return self.json({"error": f"unknown scenario {request.query.get('scenario')!r}"}, status=400)
-        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        found = await ranked_for(request, user_id)
+        if isinstance(found, dict):
+            return self.json(found, status=found["status"])
+        _, scen, ranked = found
         return self.json({"user_id": user_id, "scenario": scen, "model_version": processor.encoder.model_version,
                           "items": [{"item_id": i, "score": round(s, 5), "title": processor.catalog.titles.get(i, "")}
                                     for i, s in ranked.items]})
 
     @app.page("/users/{user_id}/interest")
     async def interest_view(self: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:
-        state = user_state(user_id)
-        if state is None:
-            return self.json({"error": f"no events for user {user_id!r}"}, status=404)
-        scen = scenario_of(request, state)
-        if scen is None:
-            return self.json({"error": f"unknown scenario {request.query.get('scenario')!r}"}, status=400)
-        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        found = await ranked_for(request, user_id)
+        if isinstance(found, dict):
+            return self.json(found, status=found["status"])
+        state, scen, ranked = found
         names = processor.encoder.view_names
         counts = [None, *state.views.count.tolist()]  # the transformer view has no count of its own
         return self.json({

@@ -138,6 +138,8 @@ def test_events_state_recommendations_dead_letters_and_restart(model, bootstrap,
         assert again.get("/state/digest") == before
         assert again.get("/stats").get("events_in", 0) == 0  # offsets were committed: nothing redelivered
         assert again.get(f"/users/{dup.user_id}/recommendations")["items"]
+        assert again.get("/users/nobody/interest")["http_status"] == 404
+        assert again.get(f"/users/{dup.user_id}/recommendations?scenario=moon")["http_status"] == 400
 
 
 def test_demo_runs_end_to_end_on_embedded_defaults(model, tmp_path):

@@ -57,8 +57,8 @@ def test_iu_broker_runs_until_ctrl_c_and_leaves_nothing_behind():
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "IU_SCENARIOS": "home"})
     try:
         line = proc.stdout.readline().strip()  # bounded by the broker's own 15 s readiness timeout
-        assert line.startswith("IU_KAFKA_BOOTSTRAP=127.0.0.1:"), line
-        bootstrap = line.split("=", 1)[1]
+        assert line.startswith("IU_KAFKA_BOOTSTRAP=127.0.0.1:") and line.endswith(" IU_BROKER_PROFILE=tansu"), line
+        bootstrap = line.split()[0].split("=", 1)[1]
         found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5).topics
         assert len(found["iu.events.home"].partitions) == 2
         proc.send_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
         help="run the embedded Kafka-protocol broker (Tansu) with the product's topics",
         description="Start Tansu (memory-only: stopping it loses every topic) on a loopback port, create the "
         "event, catalog, recommendation and dead-letter topics with IU_PARTITIONS partitions, print the "
-        "bootstrap address as IU_KAFKA_BOOTSTRAP=HOST:PORT, and run until Ctrl-C.",
+        "settings a worker needs (IU_KAFKA_BOOTSTRAP=HOST:PORT IU_BROKER_PROFILE=tansu), and run until Ctrl-C.",
         formatter_class=fmt,
     )
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free port)")
@@ -34,7 +34,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         bootstrap = broker.start()
         create_topics(bootstrap, all_topics(settings.scenarios, args.partitions))
-        print(f"IU_KAFKA_BOOTSTRAP={bootstrap}", flush=True)
+        # The profile line matters: a worker pointed at this broker needs the Tansu workarounds.
+        print(f"IU_KAFKA_BOOTSTRAP={bootstrap} IU_BROKER_PROFILE=tansu", flush=True)
         stop.wait()
     except BrokerError as e:
         print(f"iu: {e}", file=sys.stderr)

@@ -20,19 +20,26 @@ import faust
 import numpy as np
 
 from models.data.contract import Item
+from streams.broker import create_topics
 from streams.decode import Rejected, decode_item
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS, ITEMS, RECOMMENDATIONS, events_topic
+from streams.topics import DEAD_LETTERS, ITEMS, RECOMMENDATIONS, all_topics, events_topic
 
 TABLE = "user_state"
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's default, see build_app
 
 
 def internal_topics(settings: Settings) -> dict[str, int]:
     """Faust's own topics; created up front on Tansu, which would auto-create them with 4 partitions."""
     return {f"{settings.app_id}-{TABLE}-changelog": settings.partitions,
             f"{settings.app_id}-__assignor-__leader": 1}
+
+
+def prepare_topics(settings: Settings, bootstrap: str) -> None:
+    """The product's topics, plus Faust's own on Tansu; Apache Kafka lets Faust declare those itself."""
+    topics = all_topics(settings.scenarios, settings.partitions)
+    create_topics(bootstrap, {**topics, **internal_topics(settings)} if settings.tansu else topics)
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -72,7 +79,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        key_serializer="raw",  # also the table's: state values are our own compact bytes
+        key_serializer="raw",  # topics and table alike: state values are our own compact bytes
         value_serializer="raw",
         **broker_options(settings),
     )
@@ -82,8 +89,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     dead_letters = app.topic(DEAD_LETTERS, partitions=1, **RAW)
     # use_partitioner: the changelog partition is the key's hash (murmur2, as producers must key too),
     # which lets a micro-batch write its users outside per-event stream iteration.
-    table = app.Table(TABLE, default=None, partitions=settings.partitions, use_partitioner=True,
-                      key_type=bytes, value_type=bytes)
+    table = app.Table(TABLE, default=None, partitions=settings.partitions, use_partitioner=True, **RAW)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus, one at a time
     stats = Stats()
 

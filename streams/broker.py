@@ -141,6 +141,14 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0)
         raise BrokerError(f"could not create topics {absent} on {bootstrap}")
 
 
+def configured_bootstrap(settings: Settings) -> str:
+    """For commands that join a running deployment rather than start one."""
+    if settings.embedded:
+        raise BrokerError("IU_KAFKA_BOOTSTRAP is not set: start `iu worker` (or `iu broker`) and export the "
+                          "IU_KAFKA_BOOTSTRAP it prints")
+    return settings.kafka_bootstrap
+
+
 @contextlib.contextmanager
 def broker_for(settings: Settings, announce: bool = True) -> Iterator[str]:
     """The configured cluster, or an embedded Tansu broker for the duration (IU_KAFKA_BOOTSTRAP unset)."""

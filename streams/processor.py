@@ -134,7 +134,6 @@ class Processor:
 
     def history(self, user_id: str, st: UserState) -> UserSeq:
         """The ring as the encoder's input; items this worker cannot place are left out."""
-        self.catalog.resolve({i for i in st.items if i not in self.catalog})
         keep = np.array([i in self.catalog for i in st.items], bool)
         idx = np.array([self.catalog.index[i] for i in st.items if i in self.catalog], np.int64)
         r = st.ring[keep]
@@ -142,6 +141,8 @@ class Processor:
 
     def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked]:
         """Fused vectors for (user, state, target scenario), ranked lists; one forward, one search."""
+        # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
+        self.catalog.resolve({i for _, st, _ in requests for i in st.items if i not in self.catalog})
         histories = [self.history(u, st) for u, st, _ in requests]
         short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
         views = np.stack([st.views.mean for _, st, _ in requests])

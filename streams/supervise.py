@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -57,13 +58,13 @@ class WorkerProcess:
         except urllib.error.HTTPError as e:
             return {"http_status": e.code, **json.loads(e.read() or b"{}")}
 
-    def wait_for(self, predicate: object, timeout: float, what: str) -> dict:
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float, what: str) -> dict:
         """Poll /stats until `predicate(stats)` holds; returns those stats."""
         deadline = time.monotonic() + timeout
         stats: dict = {}
         while time.monotonic() < deadline:
             stats = self.get("/stats")
-            if predicate(stats):  # type: ignore[operator]
+            if predicate(stats):
                 return stats
             time.sleep(0.25)
         raise WorkerError(f"timed out after {timeout:.0f} s waiting for {what}; last stats {stats}")

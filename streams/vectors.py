@@ -112,11 +112,6 @@ class VectorStore:
             for r in rows
         ])
 
-    def get_user(self, user_id: str, scenario: str) -> dict | None:
-        rows = self.client.get(USERS, ids=[f"{user_id}|{scenario}"],
-                               output_fields=["updated_at", "model_version", "vector"])
-        return rows[0] if rows else None
-
     def search_items(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """Top `limit` items by inner product for each row of `vectors`, in one call."""
         if len(vectors) == 0:

@@ -8,6 +8,7 @@ import sys
 from streams.broker import BrokerError
 from streams.cli import broker, data, demo, model, produce, recs, worker
 from streams.settings import Settings, SettingsError
+from streams.supervise import WorkerError
 from streams.vectors import VectorStoreError
 
 
@@ -36,6 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(settings).parse_args(argv)
     try:
         return int(args.func(args, settings) or 0)
-    except (FileNotFoundError, BrokerError, VectorStoreError) as e:
+    except (FileNotFoundError, BrokerError, VectorStoreError, WorkerError) as e:
         print(f"iu: {e}", file=sys.stderr)
         return 1

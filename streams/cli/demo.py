@@ -7,22 +7,24 @@ a replay of ml-100k, then a summary measured from the recommendation topic itsel
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import subprocess
 import sys
 import time
 
 import numpy as np
-from confluent_kafka import Consumer
 
 from models.data.contract import read_events, read_items
-from streams.app import internal_topics
-from streams.broker import broker_for, create_topics, free_port, port_open
+from streams.app import prepare_topics
+from streams.broker import broker_for, free_port, port_open
 from streams.cli.datasets import resolve
+from streams.reader import read
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
-from streams.topics import RECOMMENDATIONS, all_topics
+from streams.topics import RECOMMENDATIONS
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -55,21 +57,6 @@ def _ensure_model(args: argparse.Namespace, settings: Settings) -> None:
                     str(args.epochs), "--out", str(settings.model_path)], check=True, stdout=sys.stderr)
 
 
-def _read_recommendations(bootstrap: str, expected: int, timeout: float) -> list[dict]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"iu-demo-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([RECOMMENDATIONS])
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is not None and not msg.error():
-                out.append(json.loads(msg.value()))
-    finally:
-        c.close()
-    return out
-
-
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     folder = resolve("ml-100k", settings)
     _ensure_model(args, settings)
@@ -77,8 +64,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)[: args.events]
     port = settings.web_port if not port_open(settings.web_host, settings.web_port) else free_port()
     with broker_for(settings, announce=False) as bootstrap:
-        topics = all_topics(settings.scenarios, settings.partitions)
-        create_topics(bootstrap, {**topics, **internal_topics(settings)} if settings.tansu else topics)
+        prepare_topics(settings, bootstrap)
         env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu" if settings.tansu else "kafka",
                "IU_WEB_PORT": str(port)}
         log = settings.data_dir.parent / "demo" / "worker.log"
@@ -91,7 +77,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             stats = worker.wait_for(lambda s: s.get("events_in", 0) >= len(events), args.timeout,
                                     f"{len(events)} events processed")
             elapsed = time.time() - t0
-            recs = _read_recommendations(bootstrap, stats.get("recommendations_out", 0), 60)
+            with contextlib.closing(read(bootstrap, RECOMMENDATIONS, idle_timeout=60)) as values:
+                recs = [json.loads(v) for v in itertools.islice(values, stats.get("recommendations_out", 0))]
     latency = np.array([r["emitted_ts"] - r["ingest_ts"] for r in recs] or [0.0])
     latest = {r["user_id"]: r for r in recs}
     summary = {

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 from models.data.contract import read_events, read_items
-from streams.broker import create_topics
+from streams.broker import configured_bootstrap, create_topics
 from streams.cli.datasets import resolve
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
@@ -42,11 +42,9 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 
 
 def _bootstrap(settings: Settings) -> str:
-    if settings.embedded:
-        raise FileNotFoundError("IU_KAFKA_BOOTSTRAP is not set: start `iu worker` (or `iu broker`) and export "
-                                "the IU_KAFKA_BOOTSTRAP it prints")
-    create_topics(settings.kafka_bootstrap, all_topics(settings.scenarios, settings.partitions))
-    return settings.kafka_bootstrap
+    bootstrap = configured_bootstrap(settings)
+    create_topics(bootstrap, all_topics(settings.scenarios, settings.partitions))
+    return bootstrap
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import time
+import contextlib
+import itertools
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from confluent_kafka import Consumer
-
+from streams.broker import configured_bootstrap
+from streams.reader import read
 from streams.settings import Settings
+from streams.supervise import WorkerError
 from streams.topics import RECOMMENDATIONS
 
 
@@ -42,27 +44,13 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.embedded:
-        raise FileNotFoundError("IU_KAFKA_BOOTSTRAP is not set: export the address `iu worker` printed")
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"iu-recs-tail-{time.time_ns()}",
-                  "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-                  "enable.auto.commit": False})
-    c.subscribe([RECOMMENDATIONS])
-    n, idle_since = 0, time.monotonic()
-    try:
-        while not args.limit or n < args.limit:
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                if args.timeout and time.monotonic() - idle_since > args.timeout:
-                    break
-                continue
-            idle_since = time.monotonic()
-            print(msg.value().decode(), flush=True)
-            n += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        c.close()
+    values = read(configured_bootstrap(settings), RECOMMENDATIONS, args.from_beginning, args.timeout)
+    with contextlib.closing(values):
+        try:
+            for value in itertools.islice(values, args.limit or None):
+                print(value.decode(), flush=True)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -76,5 +64,5 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
         print(e.read().decode())
         return 1
     except OSError as e:
-        raise FileNotFoundError(f"no worker answers at {url} ({e}): start `iu worker`, or set IU_WEB_PORT") from None
+        raise WorkerError(f"no worker answers at {url} ({e}): start `iu worker`, or set IU_WEB_PORT") from None
     return 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from streams.app import build_app, internal_topics
-from streams.broker import broker_for, create_topics
+from streams.app import build_app, prepare_topics
+from streams.broker import broker_for
 from streams.runtime import load_processor
 from streams.settings import Settings
-from streams.topics import all_topics
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -31,8 +30,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     processor = load_processor(settings)
     with broker_for(settings) as bootstrap:
-        topics = all_topics(settings.scenarios, settings.partitions)
-        create_topics(bootstrap, {**topics, **internal_topics(settings)} if settings.tansu else topics)
+        prepare_topics(settings, bootstrap)
         app = build_app(settings, bootstrap, processor)
         try:
             Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()

@@ -19,6 +19,7 @@ from models.data.dataset import UserSeq
 from models.inference import InterestEncoder, pad_windows
 from streams.catalog import Catalog
 from streams.decode import Reason, Rejected, decode_event
+from streams.metrics import stage
 from streams.rank import rerank
 from streams.settings import Settings
 from streams.state import Outcome, UserState
@@ -51,13 +52,37 @@ class DeadLetter:
                 ("iu.offset", str(r.offset).encode())]
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event and what applying it did; the online evaluation replays these in order."""
+
+    user_id: str
+    scenario: str
+    item_id: str
+    action: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """A recommendation list as emitted, with what the monitor needs beside the JSON."""
+
+    user_id: str
+    scenario: str
+    items: list[str]
+    seen: frozenset[str]  # the user's recent items, filtered out of the list
+    fused: np.ndarray
+    latency_s: float  # record timestamp → emitted
+
+
 @dataclass
 class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # user id -> new state, for users whose state changed
     recommendations: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, JSON)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
+    emitted: list[Emission] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)  # ingest → emitted, one per recommendation
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,33 +112,37 @@ class Processor:
     def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
         """`stored`: the current state bytes of every user whose key appears in `records`."""
         out = BatchResult()
-        valid = self._decode(records, out)
+        with stage("decode"):
+            valid = self._decode(records, out)
         states: dict[str, UserState] = {}
         triggers: dict[str, tuple[Record, Event]] = {}
-        for rec, ev in valid:
-            st = states.get(ev.user_id) or states.setdefault(ev.user_id, self.load_state(stored.get(ev.user_id)))
-            outcome = st.apply(
-                self.encoder.layout, self.encoder.cfg.max_len, ev.event_id, ev.item_id,
-                self.catalog.vector(ev.item_id), self.act_index[ev.action], self.scen_index[ev.scenario], ev.ts,
-                self.topic_index.get(rec.topic, 0), rec.partition, rec.offset,
-            )
-            out.outcomes[outcome.value] += 1
-            if outcome in (Outcome.APPLIED, Outcome.LATE):
-                triggers[ev.user_id] = (rec, ev)
-        out.states = {uid: st.to_bytes() for uid, st in states.items()}
+        with stage("state"):
+            for rec, ev in valid:
+                st = states.get(ev.user_id) or states.setdefault(ev.user_id, self.load_state(stored.get(ev.user_id)))
+                outcome = st.apply(
+                    self.encoder.layout, self.encoder.cfg.max_len, ev.event_id, ev.item_id,
+                    self.catalog.vector(ev.item_id), self.act_index[ev.action], self.scen_index[ev.scenario],
+                    ev.ts, self.topic_index.get(rec.topic, 0), rec.partition, rec.offset,
+                )
+                out.outcomes[outcome.value] += 1
+                out.accepted.append(Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, outcome))
+                if outcome in (Outcome.APPLIED, Outcome.LATE):
+                    triggers[ev.user_id] = (rec, ev)
+            out.states = {uid: st.to_bytes() for uid, st in states.items()}
         if triggers:
             users = list(triggers)
             ranked = self.rank([(u, states[u], triggers[u][1].scenario) for u in users], upsert=True)
-            now = int(time.time() * 1000)
+            now = time.time()
             for uid, r in zip(users, ranked, strict=True):
                 rec, ev = triggers[uid]
                 out.recommendations.append((uid.encode(), json.dumps({
                     "user_id": uid, "scenario": ev.scenario,
                     "items": [{"item_id": i, "score": round(s, 5)} for i, s in r.items],
                     "model_version": self.encoder.model_version, "trigger_event_id": ev.event_id,
-                    "event_ts": ev.ts, "ingest_ts": rec.timestamp_ms, "emitted_ts": now,
+                    "event_ts": ev.ts, "ingest_ts": rec.timestamp_ms, "emitted_ts": int(now * 1000),
                 }).encode()))
-                out.latencies_ms.append(now - rec.timestamp_ms)
+                out.emitted.append(Emission(uid, ev.scenario, [i for i, _ in r.items], frozenset(states[uid].items),
+                                            r.fused, now - rec.timestamp_ms / 1000))
         return out
 
     def _decode(self, records: list[Record], out: BatchResult) -> list[tuple[Record, Event]]:
@@ -143,21 +172,25 @@ class Processor:
         """Fused vectors for (user, state, target scenario), ranked lists; one forward, one search."""
         # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
         self.catalog.resolve({i for _, st, _ in requests for i in st.items if i not in self.catalog})
-        histories = [self.history(u, st) for u, st, _ in requests]
-        short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
-        views = np.stack([st.views.mean for _, st, _ in requests])
-        present = np.stack([st.views.count > 0 for _, st, _ in requests])
-        scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
-        fused, weights = self.encoder.fuse(short, views, present, scens)
+        with stage("encode"):
+            histories = [self.history(u, st) for u, st, _ in requests]
+            short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
+            views = np.stack([st.views.mean for _, st, _ in requests])
+            present = np.stack([st.views.count > 0 for _, st, _ in requests])
+            scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
+            fused, weights = self.encoder.fuse(short, views, present, scens)
         if upsert:
-            self.store.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
-                                     for k, (u, _, s) in enumerate(requests)])
+            with stage("upsert"):
+                self.store.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
+                                         for k, (u, _, s) in enumerate(requests)])
         k = self.settings.top_k
         limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
-        candidates = self.store.search_items(fused, limit)
-        self.catalog.resolve({i for c in candidates for i, _ in c if i not in self.catalog})
-        return [
-            Ranked(rerank(c, set(st.items), self.catalog.vectors([i for i, _ in c]), k, self.settings.diversity),
-                   fused[n], weights[n])
-            for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True))
-        ]
+        with stage("search"):
+            candidates = self.store.search_items(fused, limit)
+            self.catalog.resolve({i for c in candidates for i, _ in c if i not in self.catalog})
+        with stage("rerank"):
+            return [
+                Ranked(rerank(c, set(st.items), self.catalog.vectors([i for i, _ in c]), k, self.settings.diversity),
+                       fused[n], weights[n])
+                for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True))
+            ]

@@ -39,6 +39,8 @@ class Settings:
     batch_wait_ms: int = 50  # longest wait to fill a micro-batch
     top_k: int = 10  # recommendations per user
     diversity: float = 0.2  # MMR weight of diversity against relevance, 0..1 (0: rank by relevance only)
+    quality_window: int = 1000  # trials in the rolling online hit rate (per scenario and recommender)
+    monitor_users: int = 100_000  # (user, scenario) pairs whose last lists the online evaluation remembers
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -64,6 +66,8 @@ class Settings:
             "partitions": self.partitions >= 1,
             "batch_size": self.batch_size >= 1,
             "top_k": self.top_k >= 1,
+            "quality_window": self.quality_window >= 1,
+            "monitor_users": self.monitor_users >= 1,
             "web_port": 0 < self.web_port < 65536,
         }
         for name, ok in checks.items():

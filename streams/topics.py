@@ -5,6 +5,7 @@ from __future__ import annotations
 ITEMS = "iu.items"
 RECOMMENDATIONS = "iu.recommendations"
 DEAD_LETTERS = "iu.events.dlq"
+DRIFT = "iu.drift"  # one JSON record per drift detection, keyed by detector
 
 
 def events_topic(scenario: str) -> str:
@@ -22,4 +23,5 @@ def all_topics(scenarios: tuple[str, ...], partitions: int) -> dict[str, int]:
         ITEMS: 1,
         RECOMMENDATIONS: partitions,
         DEAD_LETTERS: 1,
+        DRIFT: 1,
     }

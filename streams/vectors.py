@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
+from streams.metrics import milvus_call
+
 ITEMS, USERS = "items", "user_interests"
 INDEX = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 SEARCH_PARAMS = {"metric_type": "IP", "params": {"ef": 128}}
@@ -87,35 +89,39 @@ class VectorStore:
 
     def upsert_items(self, ids: list[str], titles: list[str], vectors: np.ndarray, model_version: str,
                      chunk: int = 2048) -> None:
-        for i in range(0, len(ids), chunk):
-            self.client.upsert(ITEMS, [
-                {"item_id": ids[j], "title": titles[j][:1024], "model_version": model_version,
-                 "vector": vectors[j].astype(np.float32).tolist()}
-                for j in range(i, min(i + chunk, len(ids)))
-            ])
-        self.client.flush(ITEMS)
+        with milvus_call("upsert_items"):
+            for i in range(0, len(ids), chunk):
+                self.client.upsert(ITEMS, [
+                    {"item_id": ids[j], "title": titles[j][:1024], "model_version": model_version,
+                     "vector": vectors[j].astype(np.float32).tolist()}
+                    for j in range(i, min(i + chunk, len(ids)))
+                ])
+            self.client.flush(ITEMS)
 
     def get_items(self, ids: list[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Items other workers published: id -> (title, vector)."""
         if not ids:
             return {}
-        rows = self.client.get(ITEMS, ids=ids, output_fields=["title", "vector"])
+        with milvus_call("get_items"):
+            rows = self.client.get(ITEMS, ids=ids, output_fields=["title", "vector"])
         return {r["item_id"]: (r["title"], np.asarray(r["vector"], np.float32)) for r in rows}
 
     def upsert_users(self, rows: list[UserRow]) -> None:
         if not rows:
             return
         now = int(time.time() * 1000)
-        self.client.upsert(USERS, [
-            {"key": r.key, "user_id": r.user_id, "scenario": r.scenario, "updated_at": now,
-             "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
-            for r in rows
-        ])
+        with milvus_call("upsert_users"):
+            self.client.upsert(USERS, [
+                {"key": r.key, "user_id": r.user_id, "scenario": r.scenario, "updated_at": now,
+                 "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
+                for r in rows
+            ])
 
     def search_items(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """Top `limit` items by inner product for each row of `vectors`, in one call."""
         if len(vectors) == 0:
             return []
-        hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
-                                  anns_field="vector", search_params=SEARCH_PARAMS, output_fields=[])
+        with milvus_call("search"):
+            hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
+                                      anns_field="vector", search_params=SEARCH_PARAMS, output_fields=[])
         return [[(h["item_id"], float(h["distance"])) for h in row] for row in hits]

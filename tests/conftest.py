@@ -1,8 +1,11 @@
-"""Shared fixtures: small, seeded data sets so model tests run in seconds on 2 cores."""
+"""Shared fixtures: small, seeded data sets and models so tests run in seconds to minutes on 2 cores."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +25,18 @@ def broker() -> Iterator[str]:
     """A real Tansu broker on a free loopback port for the whole session; yields its bootstrap."""
     with EmbeddedBroker() as b:
         yield b.bootstrap
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained on ml-100k for one epoch: enough for the pipeline tests, which check
+    mechanics (state, topics, metrics), not accuracy. Its model_version starts with "tiny-"."""
+    ml100k = Path("var/data/ml-100k")
+    if not (ml100k / "events.csv").exists():
+        pytest.fail("ml-100k is not prepared: run `iu data fetch ml-100k` (make test does it first)")
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--dataset", str(ml100k), "--out", str(out),
+                        "--epochs", "1", "--dim", "32", "--layers", "1", "--max-len", "20", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out

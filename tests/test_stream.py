@@ -27,7 +27,6 @@ from streams.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic
 
 ML100K = Path("var/data/ml-100k")
 N_EVENTS = 3000
-MAX_LEN = 20
 GOOD = {"event_id": "bad-0", "user_id": "1", "item_id": "ml-100k-i1", "action": "click", "scenario": "home",
         "ts": 880_000_000_000}
 BAD = [  # (key, value, reason)
@@ -41,18 +40,6 @@ BAD = [  # (key, value, reason)
     (b"1", json.dumps({**GOOD, "item_id": "no-such-item"}).encode(), "unknown_item"),
     (b"someone-else", json.dumps(GOOD).encode(), "key_mismatch"),
 ]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    if not (ML100K / "events.csv").exists():
-        pytest.fail("ml-100k is not prepared: run `iu data fetch ml-100k` (make test does it first)")
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--dataset", str(ML100K), "--out", str(out),
-                        "--epochs", "1", "--dim", "32", "--layers", "1", "--max-len", str(MAX_LEN),
-                        "--device", "cpu"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +64,9 @@ def consume_all(bootstrap: str, topic: str, until: object, timeout: float = 60.0
     return out
 
 
-def test_events_state_recommendations_dead_letters_and_restart(model, bootstrap, tmp_path):
-    env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(model),
+def test_events_state_recommendations_dead_letters_and_restart(tiny_model, bootstrap, tmp_path):
+    max_len = json.loads((tiny_model / "config.json").read_text())["max_len"]
+    env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(tiny_model),
            "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu"}
     events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
     dup = events[N_EVENTS // 2]
@@ -106,7 +94,7 @@ def test_events_state_recommendations_dead_letters_and_restart(model, bootstrap,
             got = worker.get(f"/users/{uid}/interest")
             assert got["events_applied"] == len(evs), uid
             assert got["events_skipped"] == (1 if uid == dup.user_id else 0)
-            last = sorted(evs, key=lambda e: (e.ts, event_hash(e.event_id)))[-MAX_LEN:]
+            last = sorted(evs, key=lambda e: (e.ts, event_hash(e.event_id)))[-max_len:]
             assert [r["item_id"] for r in got["recent_items"]] == [e.item_id for e in reversed(last)]
             assert abs(sum(v["weight"] for v in got["views"].values()) - 1) < 1e-3
 
@@ -142,9 +130,9 @@ def test_events_state_recommendations_dead_letters_and_restart(model, bootstrap,
         assert again.get(f"/users/{dup.user_id}/recommendations?scenario=moon")["http_status"] == 400
 
 
-def test_demo_runs_end_to_end_on_embedded_defaults(model, tmp_path):
+def test_demo_runs_end_to_end_on_embedded_defaults(tiny_model, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IU_")}
-    env.update({"IU_MODEL": str(model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
+    env.update({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
                 "IU_WEB_PORT": str(free_port())})
     r = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--events", "2000", "--json"],
                        capture_output=True, text=True, env=env, timeout=600)

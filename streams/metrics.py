@@ -1,0 +1,116 @@
+"""Every Prometheus metric the worker exports, in one place, so names and label sets stay consistent.
+
+Conventions: units in names (`_seconds`, `_bytes`), `_total` counters, and only bounded labels
+(scenario, action, reason, stage, operation, detector, partition): never a user or item id.
+Labelled series that matter before their first event are created at zero (`initialise`), so a
+dashboard shows 0 rather than "no data" and `rate()` has a starting point.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from models.data.contract import ACTIONS
+from streams.drift import DIRECTIONS
+from streams.quality import RECOMMENDERS
+from streams.state import Outcome
+
+disable_created_metrics()  # `_created` series double the exposition and no dashboard reads them
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "produce")
+MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items")
+
+EVENTS = Counter("iu_events_consumed_total", "Events consumed, by scenario (topic), action and outcome; "
+                 "outcome dead_letter has action 'invalid'", ["scenario", "action", "outcome"])
+DEAD_LETTERS = Counter("iu_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+RECOMMENDATIONS = Counter("iu_recommendations_emitted_total", "Recommendation lists emitted, by scenario",
+                          ["scenario"])
+END_TO_END = Histogram("iu_end_to_end_latency_seconds", "From the event's Kafka record timestamp (when the "
+                       "producer sent it) to its recommendation being emitted", buckets=LATENCY_BUCKETS)
+STAGE = Histogram("iu_stage_duration_seconds", "Time per call of each pipeline stage: a whole micro-batch, or "
+                  "one HTTP lookup", ["stage"],
+                  buckets=STAGE_BUCKETS)
+BATCH = Histogram("iu_batch_size_events", "Events per micro-batch",
+                  buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
+MODEL = Info("iu_model", "The model the worker serves and the device its encoder runs on")
+MILVUS_SECONDS = Histogram("iu_milvus_operation_duration_seconds", "Milvus calls, each a whole micro-batch",
+                           ["operation"], buckets=STAGE_BUCKETS)
+MILVUS_ERRORS = Counter("iu_milvus_errors_total", "Milvus calls that raised", ["operation"])
+LAG = Gauge("iu_consumer_lag_messages", "Messages behind the partition's high watermark, per assigned event "
+            "partition", ["topic", "partition"])
+USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")
+STATE_BYTES = Gauge("iu_state_bytes", "Bytes of user state this worker holds, all users together")
+CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")
+TRIALS = Counter("iu_online_trials_total", "Prequential trials: events whose user had recommendations for "
+                 "that scenario when the event arrived", ["scenario"])
+HITS = Counter("iu_online_hits_total", "Trials whose item was in the last top-K list, by recommender",
+               ["scenario", "recommender"])
+HIT_RATE = Gauge("iu_online_hit_rate", "Rolling prequential hit rate@K over the last trials (River)",
+                 ["scenario", "recommender"])
+DRIFT = Counter("iu_drift_detections_total", "Drift detections, by detector, scenario and direction",
+                ["detector", "scenario", "direction"])
+
+
+def initialise(scenarios: tuple[str, ...], reasons: tuple[str, ...], detectors: dict[str, tuple[str, ...]]) -> None:
+    """`detectors`: detector name -> the scenario labels it reports under."""
+    for s in scenarios:
+        RECOMMENDATIONS.labels(s)
+        TRIALS.labels(s)
+        EVENTS.labels(s, "invalid", "dead_letter")
+        for a in ACTIONS:
+            for o in Outcome:
+                EVENTS.labels(s, a, o.value)
+        for r in RECOMMENDERS:
+            HITS.labels(s, r)
+    for reason in reasons:
+        DEAD_LETTERS.labels(reason)
+    for stage in STAGES:
+        STAGE.labels(stage)
+    for op in MILVUS_OPERATIONS:
+        MILVUS_SECONDS.labels(op)
+        MILVUS_ERRORS.labels(op)
+    for detector, labels in detectors.items():
+        for s in labels:
+            for d in DIRECTIONS:
+                DRIFT.labels(detector, s, d)
+
+
+@contextmanager
+def milvus_call(operation: str) -> Iterator[None]:
+    """Times a Milvus call and counts it as an error if it raises (the exception still propagates)."""
+    start = time.perf_counter()
+    try:
+        yield
+    except Exception:
+        MILVUS_ERRORS.labels(operation).inc()
+        raise
+    finally:
+        MILVUS_SECONDS.labels(operation).observe(time.perf_counter() - start)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE.labels(name).observe(time.perf_counter() - start)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format every Prometheus 2.x and 3.x scrapes (0.0.4), with its content type."""
+    return generate_latest(), CONTENT_TYPE_PLAIN_0_0_4

@@ -1,0 +1,96 @@
+"""The last step of the flow: a processed micro-batch becomes metrics, quality scores and drift alarms.
+
+Order matters within a batch: events are scored against the lists emitted *before* them (the
+previous batches), then counted into the popularity baseline, then this batch's new lists are
+remembered. Everything here is bounded in memory (LRUs, fixed windows) whatever the user count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, OrderedDict
+
+import numpy as np
+
+from streams import metrics
+from streams.decode import Reason
+from streams.drift import ALL, Detection, DriftDetectors, detector_labels
+from streams.processor import BatchResult
+from streams.quality import RECOMMENDERS, OnlineQuality
+from streams.state import Outcome
+
+log = logging.getLogger("iu.drift")
+CENTRE_RATE = 1e-3  # the population mean follows ~1,000 emissions: slow next to one user's interest shift
+TRIAL_OUTCOMES = (Outcome.APPLIED, Outcome.LATE)  # new interactions; duplicates and redeliveries are not
+
+
+class Monitor:
+    def __init__(self, scenarios: tuple[str, ...], topic_scenarios: dict[str, str], k: int, window: int,
+                 capacity: int, max_seen: int) -> None:
+        """`topic_scenarios`: event topic -> its scenario, to label records that did not decode."""
+        self.scenarios, self.topic_scenarios, self.capacity = scenarios, topic_scenarios, capacity
+        self.quality = OnlineQuality(scenarios, k, window, capacity, max_seen)
+        self.drift = DriftDetectors(scenarios)
+        self.fused: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # last centred fused vector, LRU
+        self.centre: np.ndarray | None = None  # running mean of all fused vectors
+        self.detections: Counter[str] = Counter()
+        metrics.initialise(scenarios, tuple(r.value for r in Reason), detector_labels(scenarios))
+
+    def observe(self, result: BatchResult, batch_events: int) -> list[Detection]:
+        found: list[Detection | None] = []
+        metrics.BATCH.observe(batch_events)
+        for a in result.accepted:
+            metrics.EVENTS.labels(a.scenario, a.action, a.outcome.value).inc()
+            if a.outcome not in TRIAL_OUTCOMES:
+                continue
+            for s in self.scenarios:
+                found.append(self.drift.update("scenario_mix", s, float(a.scenario == s)))
+            hits = self.quality.trial(a.user_id, a.scenario, a.item_id)
+            if hits is not None:
+                metrics.TRIALS.labels(a.scenario).inc()
+                for r, hit in zip(RECOMMENDERS, hits, strict=True):
+                    metrics.HITS.labels(a.scenario, r).inc(hit)
+                found.append(self.drift.update("hit_rate", a.scenario, float(hits[0])))
+            self.quality.count(a.scenario, a.item_id)
+        for d in result.dead_letters:
+            metrics.DEAD_LETTERS.labels(d.reason.value).inc()
+            metrics.EVENTS.labels(self.topic_scenarios.get(d.record.topic, ALL), "invalid", "dead_letter").inc()
+        for e in result.emitted:
+            metrics.RECOMMENDATIONS.labels(e.scenario).inc()
+            metrics.END_TO_END.observe(max(e.latency_s, 0.0))
+            self.quality.remember(e.user_id, e.scenario, e.items, e.seen)
+            found.append(self._interest_shift(e.user_id, e.scenario, e.fused))
+        if result.emitted:
+            found.append(self.drift.update("latency", ALL, float(np.mean([e.latency_s for e in result.emitted]))))
+        for s in self.scenarios:
+            for r in RECOMMENDERS:
+                metrics.HIT_RATE.labels(s, r).set(self.quality.hit_rate(s, r))
+        detections = [d for d in found if d is not None]
+        for d in detections:
+            metrics.DRIFT.labels(d.detector, d.scenario, d.direction).inc()
+            self.detections[f"{d.detector}:{d.direction}"] += 1
+            log.warning(json.dumps(d.as_dict()))
+        return detections
+
+    def _interest_shift(self, user_id: str, scenario: str, fused: np.ndarray) -> Detection | None:
+        """Distance between the user's successive fused vectors, measured around the population's mean
+        vector: models put a large shared component in every user vector, which would otherwise
+        swamp the part that moves when a user's interests do."""
+        self.centre = fused.copy() if self.centre is None else self.centre + CENTRE_RATE * (fused - self.centre)
+        fused = fused - self.centre
+        key = (user_id, scenario)
+        prev = self.fused.get(key)
+        self.fused[key] = fused
+        self.fused.move_to_end(key)
+        if len(self.fused) > self.capacity:
+            self.fused.popitem(last=False)
+        if prev is None:
+            return None
+        cos = float(prev @ fused) / max(float(np.linalg.norm(prev) * np.linalg.norm(fused)), 1e-12)
+        return self.drift.update("interest_shift", scenario, 1.0 - cos)
+
+    def summary(self) -> dict:
+        """For /stats and the demo: cumulative hit rates, the current rolling ones, drift counts."""
+        rolling = {f"{s}:{r}": round(self.quality.hit_rate(s, r), 4) for s in self.scenarios for r in RECOMMENDERS}
+        return {**self.quality.summary(), "rolling_hit_rate": rolling, "drift": dict(self.detections)}

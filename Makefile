@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test lint demo train bench-encoder bench-recbole clean
+.PHONY: setup data prometheus test lint demo train bench-encoder bench-recbole clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 data: setup
 	$(BIN)/iu data fetch ml-100k
 
-test: setup data
+# The observability test runs a real Prometheus and promtool: Debian's package (sudo when not root).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
+
+test: setup data prometheus
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -75,6 +75,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         store=settings.store,
+        datadir=str(settings.data_dir.parent / "faust"),  # not Faust's default, ./<app_id>-data in the cwd
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         web_bind=settings.web_host,

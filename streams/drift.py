@@ -2,8 +2,9 @@
 
 - hit_rate (per scenario): ADWIN on the prequential hit stream of our lists. A cut with a lower
   recent mean means the recommendations stopped matching what users do.
-- interest_shift (per scenario): ADWIN on the cosine distance between a user's successive fused
-  vectors, all users together. Users changing what they want move their vectors further per event.
+- interest_shift (all): ADWIN on the cosine distance between a user's successive fused vectors
+  (per scenario), all users and scenarios together. Users changing what they want move their
+  vectors further per event; the change per user is small, so it takes every user's samples.
 - scenario_mix (per scenario): ADWIN on "this event came from scenario s": traffic moving between
   surfaces changes what the fusion weights were trained on.
 - latency (all): Page-Hinkley on each micro-batch's mean end-to-end latency, upward only.
@@ -47,7 +48,7 @@ class Detection:
 
 def detector_labels(scenarios: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Each detector and the scenario labels it reports under (bounded: metrics pre-create them)."""
-    return {"hit_rate": scenarios, "interest_shift": scenarios, "scenario_mix": scenarios, "latency": (ALL,)}
+    return {"hit_rate": scenarios, "interest_shift": (ALL,), "scenario_mix": scenarios, "latency": (ALL,)}
 
 
 def _make(name: str) -> _Detector:

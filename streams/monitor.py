@@ -21,7 +21,6 @@ from streams.quality import RECOMMENDERS, OnlineQuality
 from streams.state import Outcome
 
 log = logging.getLogger("iu.drift")
-CENTRE_RATE = 1e-3  # the population mean follows ~1,000 emissions: slow next to one user's interest shift
 TRIAL_OUTCOMES = (Outcome.APPLIED, Outcome.LATE)  # new interactions; duplicates and redeliveries are not
 
 
@@ -32,8 +31,7 @@ class Monitor:
         self.scenarios, self.topic_scenarios, self.capacity = scenarios, topic_scenarios, capacity
         self.quality = OnlineQuality(scenarios, k, window, capacity, max_seen)
         self.drift = DriftDetectors(scenarios)
-        self.fused: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # last centred fused vector, LRU
-        self.centre: np.ndarray | None = None  # running mean of all fused vectors
+        self.fused: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # last fused vector, LRU
         self.detections: Counter[str] = Counter()
         metrics.initialise(scenarios, tuple(r.value for r in Reason), detector_labels(scenarios))
 
@@ -74,11 +72,8 @@ class Monitor:
         return detections
 
     def _interest_shift(self, user_id: str, scenario: str, fused: np.ndarray) -> Detection | None:
-        """Distance between the user's successive fused vectors, measured around the population's mean
-        vector: models put a large shared component in every user vector, which would otherwise
-        swamp the part that moves when a user's interests do."""
-        self.centre = fused.copy() if self.centre is None else self.centre + CENTRE_RATE * (fused - self.centre)
-        fused = fused - self.centre
+        """Cosine distance between the user's successive fused vectors for one scenario: every user's
+        distance feeds one detector per scenario, so it tracks how fast users' interests move overall."""
         key = (user_id, scenario)
         prev = self.fused.get(key)
         self.fused[key] = fused
@@ -88,7 +83,7 @@ class Monitor:
         if prev is None:
             return None
         cos = float(prev @ fused) / max(float(np.linalg.norm(prev) * np.linalg.norm(fused)), 1e-12)
-        return self.drift.update("interest_shift", scenario, 1.0 - cos)
+        return self.drift.update("interest_shift", ALL, 1.0 - cos)
 
     def summary(self) -> dict:
         """For /stats and the demo: cumulative hit rates, the current rolling ones, drift counts."""

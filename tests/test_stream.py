@@ -141,3 +141,6 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tiny_model, tmp_path):
     assert summary["events_in"] == summary["applied"] == 2000
     assert summary["dlq"] == 0 and summary["recommendations_out"] > 0 and summary["users"] > 0
     assert 0 <= summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+    assert summary["online_trials"] > 0
+    assert 0 <= summary["online_hit_rate@10_popularity"] <= 1 and 0 <= summary["online_hit_rate@10_ours"] <= 1
+    assert isinstance(summary["drift_detections"], dict)

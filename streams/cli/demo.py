@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
         description="Starts the embedded broker (unless IU_KAFKA_BOOTSTRAP is set), trains a small model "
         f"if {settings.model_path} has none, starts a worker process, replays ml-100k in time order and "
         "reads the recommendations back from iu.recommendations. Prints throughput, end-to-end latency "
-        "(ingest → recommendation emitted), counts and a few users' recommendations with titles.",
+        "(ingest → recommendation emitted), counts, online hit rate@K of our lists against a popularity "
+        "baseline on the same events, drift detections, and a few users' recommendations with titles.",
         formatter_class=fmt,
     )
     d.add_argument("--events", type=int, default=20_000, help="events to replay (ml-100k has 100,000)")
@@ -81,6 +82,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 recs = [json.loads(v) for v in itertools.islice(values, stats.get("recommendations_out", 0))]
     latency = np.array([r["emitted_ts"] - r["ingest_ts"] for r in recs] or [0.0])
     latest = {r["user_id"]: r for r in recs}
+    quality = stats["quality"]
     summary = {
         "events_in": stats.get("events_in", 0),
         "applied": stats.get("applied", 0) + stats.get("late", 0),
@@ -93,6 +95,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         "latency_ms_p99": float(np.percentile(latency, 99)),
         "throughput_events_per_s": round(stats.get("events_in", 0) / max(elapsed, 1e-9), 1),
         "batches": stats.get("batches", 0),
+        # Prequential: each event scored against the list emitted for its user and scenario before it.
+        "online_trials": quality["trials"],
+        f"online_hit_rate@{settings.top_k}_ours": quality["hit_rate_ours"],
+        f"online_hit_rate@{settings.top_k}_popularity": quality["hit_rate_popularity"],
+        "drift_detections": quality["drift"],
         "model_version": recs[0]["model_version"] if recs else None,
     }
     for uid in list(latest)[:3]:

@@ -1,0 +1,71 @@
+"""Pure logic of the online evaluation and the drift detectors (no broker, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.drift import DriftDetectors
+from streams.quality import OnlineQuality
+
+SCENARIOS = ("home", "search")
+
+
+def quality(capacity: int = 100) -> OnlineQuality:
+    return OnlineQuality(SCENARIOS, k=2, window=4, capacity=capacity, max_seen=3)
+
+
+def test_an_event_is_scored_only_against_lists_emitted_before_it():
+    q = quality()
+    assert q.trial("u", "home", "a") is None  # nothing emitted yet: no trial
+    q.remember("u", "home", ["a", "b"], frozenset())
+    assert q.trial("u", "home", "a") == (True, False)
+    assert q.trial("u", "search", "a") is None  # lists are per scenario
+    assert q.summary() == {"trials": 1, "hit_rate_ours": 1.0, "hit_rate_popularity": 0.0}
+
+
+def test_popularity_baseline_is_the_scenarios_top_items_minus_what_the_user_saw():
+    q = quality()
+    for item, n in (("x", 5), ("y", 4), ("z", 3), ("w", 1)):
+        for _ in range(n):
+            q.count("home", item)
+    q.count("search", "w")
+    q.remember("u", "home", ["a", "b"], frozenset({"x"}))
+    assert q.trial("u", "home", "y") == (False, True)
+    assert q.trial("u", "home", "z") == (False, True)
+    assert q.trial("u", "home", "x") == (False, False)  # seen items are left out of both lists
+    assert abs(q.hit_rate("home", "popularity") - 2 / 3) < 1e-9
+
+
+def test_rolling_hit_rate_forgets_old_trials_and_memory_is_bounded():
+    q = quality(capacity=2)
+    q.remember("u", "home", ["a"], frozenset())
+    for _ in range(4):
+        q.trial("u", "home", "a")
+    for _ in range(4):
+        q.trial("u", "home", "miss")
+    assert q.hit_rate("home", "ours") == 0.0  # window of 4: only the misses remain
+    assert q.summary()["hit_rate_ours"] == 0.5  # the cumulative rate keeps everything
+    q.remember("v", "home", ["a"], frozenset())
+    q.remember("w", "home", ["a"], frozenset())
+    assert len(q.lists) == 2 and q.trial("u", "home", "a") is None  # the oldest pair was evicted
+
+
+def test_hit_rate_detector_sees_an_abrupt_drop_quickly_and_not_a_stationary_stream():
+    rng = np.random.default_rng(0)
+    d = DriftDetectors(SCENARIOS)
+    found = [(n, det) for n in range(20_000)
+             if (det := d.update("hit_rate", "home", float(rng.random() < (0.3 if n < 10_000 else 0.1))))]
+    before = [n for n, _ in found if n < 10_000]
+    after = [(n, det) for n, det in found if n >= 10_000]
+    assert len(before) <= 1
+    first, det = after[0]
+    assert first - 10_000 < 1_000 and det.direction == "down" and det.after < det.before
+
+
+def test_latency_detector_alarms_on_a_sustained_rise_only():
+    rng = np.random.default_rng(1)
+    d = DriftDetectors(SCENARIOS)
+    steady = [d.update("latency", "all", 0.2 + 0.05 * rng.random()) for _ in range(500)]
+    assert not any(steady)
+    risen = [(n, det) for n in range(200) if (det := d.update("latency", "all", 1.0 + 0.05 * rng.random()))]
+    assert risen and risen[0][0] < 20 and risen[0][1].direction == "up"

@@ -38,8 +38,10 @@ class Monitor:
     def observe(self, result: BatchResult, batch_events: int) -> list[Detection]:
         found: list[Detection | None] = []
         metrics.BATCH.observe(batch_events)
+        for (scen, action, outcome), n in Counter((a.scenario, a.action, a.outcome.value)
+                                                  for a in result.accepted).items():
+            metrics.EVENTS.labels(scen, action, outcome).inc(n)
         for a in result.accepted:
-            metrics.EVENTS.labels(a.scenario, a.action, a.outcome.value).inc()
             if a.outcome not in TRIAL_OUTCOMES:
                 continue
             for s in self.scenarios:

@@ -107,6 +107,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     async def dead_letter(letters: list[DeadLetter]) -> None:
         for d in letters:
             await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers())
+            metrics.DEAD_LETTERS.labels(d.reason.value).inc()
 
     @app.agent(events)
     async def update_interests(stream: faust.StreamT) -> None:
@@ -136,10 +137,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
             good = [it for _, it in decoded if isinstance(it, Item)]
             if good:
                 await offload(processor.catalog.add, good)
-            rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
-            await dead_letter(rejected)
-            for d in rejected:
-                metrics.DEAD_LETTERS.labels(d.reason.value).inc()
+            await dead_letter([DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)])
             stats.counts.update({"items_in": len(records), "items_applied": len(good)})
 
     @app.timer(interval=GAUGE_INTERVAL_S)
@@ -151,9 +149,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         if app.consumer is None:
             return
         metrics.LAG.clear()  # partitions revoked since the last refresh must disappear
-        event_topics = {events_topic(s) for s in settings.scenarios}
         for tp in app.consumer.assignment():
-            high = app.consumer.highwater(tp) if tp.topic in event_topics else None
+            high = app.consumer.highwater(tp) if tp.topic in processor.topic_index else None
             if high is None or high < 0:
                 continue
             done = processed.get(tp)

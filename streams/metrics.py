@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -90,25 +90,27 @@ def initialise(scenarios: tuple[str, ...], reasons: tuple[str, ...], detectors: 
 
 
 @contextmanager
-def milvus_call(operation: str) -> Iterator[None]:
-    """Times a Milvus call and counts it as an error if it raises (the exception still propagates)."""
+def _timed(histogram: Histogram, label: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
-    except Exception:
-        MILVUS_ERRORS.labels(operation).inc()
-        raise
     finally:
-        MILVUS_SECONDS.labels(operation).observe(time.perf_counter() - start)
+        histogram.labels(label).observe(time.perf_counter() - start)
+
+
+def stage(name: str) -> AbstractContextManager[None]:
+    return _timed(STAGE, name)
 
 
 @contextmanager
-def stage(name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE.labels(name).observe(time.perf_counter() - start)
+def milvus_call(operation: str) -> Iterator[None]:
+    """Times a Milvus call and counts it as an error if it raises (the exception still propagates)."""
+    with _timed(MILVUS_SECONDS, operation):
+        try:
+            yield
+        except Exception:
+            MILVUS_ERRORS.labels(operation).inc()
+            raise
 
 
 def exposition() -> tuple[bytes, str]:

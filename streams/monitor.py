@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from streams import metrics
 from streams.decode import Reason
 from streams.drift import ALL, Detection, DriftDetectors, detector_labels
 from streams.processor import BatchResult
-from streams.quality import RECOMMENDERS, OnlineQuality
+from streams.quality import LRU, RECOMMENDERS, OnlineQuality
 from streams.state import Outcome
 
 log = logging.getLogger("iu.drift")
@@ -28,34 +28,39 @@ class Monitor:
     def __init__(self, scenarios: tuple[str, ...], topic_scenarios: dict[str, str], k: int, window: int,
                  capacity: int, max_seen: int) -> None:
         """`topic_scenarios`: event topic -> its scenario, to label records that did not decode."""
-        self.scenarios, self.topic_scenarios, self.capacity = scenarios, topic_scenarios, capacity
+        self.scenarios, self.topic_scenarios = scenarios, topic_scenarios
         self.quality = OnlineQuality(scenarios, k, window, capacity, max_seen)
         self.drift = DriftDetectors(scenarios)
-        self.fused: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # last fused vector, LRU
+        self.fused: LRU[tuple[str, str], np.ndarray] = LRU(capacity)  # each pair's last fused vector
         self.detections: Counter[str] = Counter()
         metrics.initialise(scenarios, tuple(r.value for r in Reason), detector_labels(scenarios))
 
     def observe(self, result: BatchResult, batch_events: int) -> list[Detection]:
         found: list[Detection | None] = []
         metrics.BATCH.observe(batch_events)
-        for (scen, action, outcome), n in Counter((a.scenario, a.action, a.outcome.value)
-                                                  for a in result.accepted).items():
-            metrics.EVENTS.labels(scen, action, outcome).inc(n)
+        events = Counter((a.scenario, a.action, a.outcome.value) for a in result.accepted)
+        events.update((self.topic_scenarios.get(d.record.topic, ALL), "invalid", "dead_letter")
+                      for d in result.dead_letters)
+        trials: Counter[str] = Counter()
+        hits: Counter[tuple[str, str]] = Counter()
         for a in result.accepted:
             if a.outcome not in TRIAL_OUTCOMES:
                 continue
             for s in self.scenarios:
                 found.append(self.drift.update("scenario_mix", s, float(a.scenario == s)))
-            hits = self.quality.trial(a.user_id, a.scenario, a.item_id)
-            if hits is not None:
-                metrics.TRIALS.labels(a.scenario).inc()
-                for r, hit in zip(RECOMMENDERS, hits, strict=True):
-                    metrics.HITS.labels(a.scenario, r).inc(hit)
-                found.append(self.drift.update("hit_rate", a.scenario, float(hits[0])))
+            scored = self.quality.trial(a.user_id, a.scenario, a.item_id)
+            if scored is not None:
+                trials[a.scenario] += 1
+                hits.update((a.scenario, r) for r, hit in zip(RECOMMENDERS, scored, strict=True) if hit)
+                found.append(self.drift.update("hit_rate", a.scenario, float(scored[0])))
             self.quality.count(a.scenario, a.item_id)
-        for d in result.dead_letters:
-            metrics.DEAD_LETTERS.labels(d.reason.value).inc()
-            metrics.EVENTS.labels(self.topic_scenarios.get(d.record.topic, ALL), "invalid", "dead_letter").inc()
+        # Prometheus label lookups take a lock each: once per label set per batch, not per event.
+        for labels, n in events.items():
+            metrics.EVENTS.labels(*labels).inc(n)
+        for scen, n in trials.items():
+            metrics.TRIALS.labels(scen).inc(n)
+        for labels, n in hits.items():
+            metrics.HITS.labels(*labels).inc(n)
         for e in result.emitted:
             metrics.RECOMMENDATIONS.labels(e.scenario).inc()
             metrics.END_TO_END.observe(max(e.latency_s, 0.0))
@@ -76,12 +81,7 @@ class Monitor:
     def _interest_shift(self, user_id: str, scenario: str, fused: np.ndarray) -> Detection | None:
         """Cosine distance between the user's successive fused vectors for one scenario: every user's
         distance feeds one detector per scenario, so it tracks how fast users' interests move overall."""
-        key = (user_id, scenario)
-        prev = self.fused.get(key)
-        self.fused[key] = fused
-        self.fused.move_to_end(key)
-        if len(self.fused) > self.capacity:
-            self.fused.popitem(last=False)
+        prev = self.fused.put((user_id, scenario), fused)
         if prev is None:
             return None
         cos = float(prev @ fused) / max(float(np.linalg.norm(prev) * np.linalg.norm(fused)), 1e-12)

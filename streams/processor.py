@@ -82,7 +82,12 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: list[Accepted] = field(default_factory=list)
     emitted: list[Emission] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        """Events by outcome (applied, late, duplicate, redelivered, dead_letter:<reason>)."""
+        return Counter([a.outcome.value for a in self.accepted] +
+                       [f"dead_letter:{d.reason.value}" for d in self.dead_letters])
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,6 @@ class Processor:
                     self.catalog.vector(ev.item_id), self.act_index[ev.action], self.scen_index[ev.scenario],
                     ev.ts, self.topic_index.get(rec.topic, 0), rec.partition, rec.offset,
                 )
-                out.outcomes[outcome.value] += 1
                 out.accepted.append(Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, outcome))
                 if outcome in (Outcome.APPLIED, Outcome.LATE):
                     triggers[ev.user_id] = (rec, ev)
@@ -158,7 +162,6 @@ class Processor:
         unknown = self.catalog.resolve({ev.item_id for _, ev in valid if ev.item_id not in self.catalog})
         out.dead_letters += [DeadLetter(rec, Reason.UNKNOWN_ITEM, f"item {ev.item_id!r:.60} is not in the catalog")
                              for rec, ev in valid if ev.item_id in unknown]
-        out.outcomes.update(f"dead_letter:{d.reason.value}" for d in out.dead_letters)
         return [(rec, ev) for rec, ev in valid if ev.item_id not in unknown]
 
     def history(self, user_id: str, st: UserState) -> UserSeq:

@@ -13,16 +13,37 @@ evicted, or one whose lists were emitted by another worker before a rebalance, s
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from typing import TypeVar
 
 from river import stats, utils
 
 RECOMMENDERS = ("ours", "popularity")
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(OrderedDict[K, V]):
+    """A dict that forgets its least recently written keys beyond `capacity`."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: K, value: V) -> V | None:
+        """Writes `value`; returns what the key held before (None if nothing)."""
+        previous = self.pop(key, None)
+        self[key] = value
+        if len(self) > self.capacity:
+            self.popitem(last=False)
+        return previous
+
+
 class OnlineQuality:
     def __init__(self, scenarios: tuple[str, ...], k: int, window: int, capacity: int, max_seen: int) -> None:
-        self.k, self.capacity, self.max_seen = k, capacity, max_seen
-        self.lists: OrderedDict[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = OrderedDict()
+        self.k, self.max_seen = k, max_seen
+        self.lists: LRU[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = LRU(capacity)
         self.popularity = {s: Counter[str]() for s in scenarios}
         self._top: dict[str, list[str]] = {}  # per scenario, invalidated by new counts
         self.rolling = {(s, r): utils.Rolling(stats.Mean, window_size=window) for s in scenarios for r in RECOMMENDERS}
@@ -51,11 +72,7 @@ class OnlineQuality:
         if top is None:  # once per scenario per micro-batch, not per user
             top = self._top[scenario] = [i for i, _ in self.popularity[scenario].most_common(self.k + self.max_seen)]
         baseline = frozenset([i for i in top if i not in seen][: self.k])
-        key = (user_id, scenario)
-        self.lists[key] = (frozenset(ours), baseline)
-        self.lists.move_to_end(key)
-        while len(self.lists) > self.capacity:
-            self.lists.popitem(last=False)
+        self.lists.put((user_id, scenario), (frozenset(ours), baseline))
 
     def hit_rate(self, scenario: str, recommender: str) -> float:
         """Rolling hit rate over the last `window` trials."""

@@ -96,7 +96,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus, one at a time
     stats = Stats()
     monitor = Monitor(settings.scenarios, {events_topic(s): s for s in settings.scenarios}, settings.top_k,
-                      settings.quality_window, settings.monitor_users, processor.encoder.cfg.max_len)
+                      settings.quality_window, settings.monitor_users, processor.encoder.cfg.max_len,
+                      processor.catalog.categories)
     metrics.MODEL.info({"model_version": processor.encoder.model_version, "device": str(processor.encoder.device),
                         "dim": str(processor.dim), "max_len": str(processor.encoder.cfg.max_len)})
     processed: dict[TP, int] = {}  # next offset to process, per event partition: the lag gauge's baseline

@@ -1,4 +1,4 @@
-"""The worker's view of the item catalog: item id -> row of the encoder's item table, and titles.
+"""The worker's view of the item catalog: item id -> row of the encoder's item table, titles, categories.
 
 Items the model was trained on keep their learned vector; items published later on `iu.items`
 get the text-derived one (MiniLM embedding through the model's text projection). The vector store
@@ -25,6 +25,7 @@ class Catalog:
         self.index = {iid: k + 1 for k, iid in enumerate(trained_ids)}
         self.trained = len(trained_ids)
         self.titles: dict[str, str] = {}
+        self.categories: dict[str, tuple[str, ...]] = {}  # for the category-novelty drift detector
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.index
@@ -42,8 +43,9 @@ class Catalog:
         """Put the trained items into the vector store once per model version; how many were written."""
         ids = list(self.index)
         version = self.encoder.model_version
-        titles = {it.item_id: it.title for it in read_items(dataset_items)} if dataset_items else {}
-        self.titles.update({i: titles.get(i, "") for i in ids})
+        known = {it.item_id: it for it in read_items(dataset_items)} if dataset_items else {}
+        self.titles.update({i: known[i].title if i in known else "" for i in ids})
+        self.categories.update({i: it.categories for i, it in known.items()})
         if not ids or self.store.item_version(ids[-1]) == version:
             return 0
         self.store.upsert_items(ids, [self.titles[i] for i in ids], self.encoder.table[1:len(ids) + 1], version)
@@ -53,6 +55,7 @@ class Catalog:
         """Catalog records: new or changed titles; cold items get a text-derived vector."""
         for it in items:
             self.titles[it.item_id] = it.title
+            self.categories[it.item_id] = it.categories
         cold = [it for it in items if self.index.get(it.item_id, self.trained + 1) > self.trained]
         if cold:
             vecs = self.encoder.project_text(embed_texts([it.text for it in cold]))

@@ -5,6 +5,10 @@
 - interest_shift (all): ADWIN on the cosine distance between a user's successive fused vectors
   (per scenario), all users and scenarios together. Users changing what they want move their
   vectors further per event; the change per user is small, so it takes every user's samples.
+- category_novelty (all): ADWIN on "this event's item is in none of the categories of the user's
+  last 20 events" (streams/novelty.py). The same question asked in the catalog's taxonomy, so it
+  holds however weakly the model's vectors separate interests: the abrupt shift of the synthetic
+  stream shows here within a few hundred events (tests/test_drift.py) and barely in the vectors.
 - scenario_mix (per scenario): ADWIN on "this event came from scenario s": traffic moving between
   surfaces changes what the fusion weights were trained on.
 - latency (all): Page-Hinkley on each micro-batch's mean end-to-end latency, upward only.
@@ -48,7 +52,8 @@ class Detection:
 
 def detector_labels(scenarios: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Each detector and the scenario labels it reports under (bounded: metrics pre-create them)."""
-    return {"hit_rate": scenarios, "interest_shift": (ALL,), "scenario_mix": scenarios, "latency": (ALL,)}
+    return {"hit_rate": scenarios, "interest_shift": (ALL,), "category_novelty": (ALL,), "scenario_mix": scenarios,
+            "latency": (ALL,)}
 
 
 def _make(name: str) -> _Detector:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 
 from streams import metrics
 from streams.decode import Reason
 from streams.drift import ALL, Detection, DriftDetectors, detector_labels
+from streams.novelty import CategoryNovelty
 from streams.processor import BatchResult
 from streams.quality import LRU, RECOMMENDERS, OnlineQuality
 from streams.state import Outcome
@@ -26,9 +28,11 @@ TRIAL_OUTCOMES = (Outcome.APPLIED, Outcome.LATE)  # new interactions; duplicates
 
 class Monitor:
     def __init__(self, scenarios: tuple[str, ...], topic_scenarios: dict[str, str], k: int, window: int,
-                 capacity: int, max_seen: int) -> None:
-        """`topic_scenarios`: event topic -> its scenario, to label records that did not decode."""
-        self.scenarios, self.topic_scenarios = scenarios, topic_scenarios
+                 capacity: int, max_seen: int, categories: Mapping[str, tuple[str, ...]]) -> None:
+        """`topic_scenarios`: event topic -> its scenario, to label records that did not decode;
+        `categories`: item -> its catalog categories (the catalog's live map, read as items arrive)."""
+        self.scenarios, self.topic_scenarios, self.categories = scenarios, topic_scenarios, categories
+        self.novelty = CategoryNovelty(capacity)
         self.quality = OnlineQuality(scenarios, k, window, capacity, max_seen)
         self.drift = DriftDetectors(scenarios)
         self.fused: LRU[tuple[str, str], np.ndarray] = LRU(capacity)  # each pair's last fused vector
@@ -48,6 +52,9 @@ class Monitor:
                 continue
             for s in self.scenarios:
                 found.append(self.drift.update("scenario_mix", s, float(a.scenario == s)))
+            novel = self.novelty.observe(a.user_id, self.categories.get(a.item_id, ()))
+            if novel is not None:
+                found.append(self.drift.update("category_novelty", ALL, novel))
             scored = self.quality.trial(a.user_id, a.scenario, a.item_id)
             if scored is not None:
                 trials[a.scenario] += 1

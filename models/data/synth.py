@@ -27,6 +27,7 @@ TOPIC_WORDS = (
     "finance", "anime", "fitness", "history", "robots", "fashion", "wildlife", "poetry",
 )
 SCENARIO_STYLE = {"home": "shared", "search": "specific", "video": "sequential"}
+T0_MS = 1_700_000_000_000  # the stream's first possible timestamp
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class SynthSpec:
     shift_at: float | None = None  # fraction of the time span, e.g. 0.5
     seed: int = 7
     span_days: float = 30.0
+
+
+def shift_ts(spec: SynthSpec) -> int | None:
+    """When every user's interests are redrawn (ms), or None for a stream without a shift."""
+    return None if spec.shift_at is None else T0_MS + int(spec.shift_at * spec.span_days * 86_400_000)
 
 
 def _style(scenario: str) -> str:
@@ -66,7 +72,7 @@ def generate(spec: SynthSpec) -> tuple[list[Event], list[Item]]:
         return shared, per_scen
 
     span_ms = int(spec.span_days * 86_400_000)
-    t0 = 1_700_000_000_000
+    shift = shift_ts(spec)
     raw: list[tuple[int, str, int, str, str]] = []
     for u in range(spec.users):
         shared, per_scen = draw_mixes()
@@ -75,7 +81,7 @@ def generate(spec: SynthSpec) -> tuple[list[Event], list[Item]]:
         shifted = False
         prev_item = -1
         for t in times:
-            if spec.shift_at is not None and not shifted and t >= spec.shift_at * span_ms:
+            if shift is not None and not shifted and T0_MS + t >= shift:
                 shared, per_scen = draw_mixes()
                 shifted = True
             s = int(rng.integers(len(spec.scenarios)))
@@ -95,7 +101,7 @@ def generate(spec: SynthSpec) -> tuple[list[Event], list[Item]]:
                 pool = by_topic[topic]
                 item = int(rng.choice(pool, p=in_topic[topic])) if len(pool) else int(rng.integers(spec.items))
             prev_item = item
-            raw.append((int(t0 + t), f"u{u}", item, action, scen))
+            raw.append((int(T0_MS + t), f"u{u}", item, action, scen))
     raw.sort(key=lambda r: (r[0], r[1]))
     events = [Event(f"synth:{k}", u, f"s{i}", a, s, t) for k, (t, u, i, a, s) in enumerate(raw)]
     return events, items

@@ -33,6 +33,7 @@ class Settings:
     model: str = "ml-100k"  # the model the worker serves: a folder under IU_MODEL_DIR, or a path
     app_id: str = "interest-updater"  # Faust app id: the consumer group and the prefix of its internal topics
     store: str = "memory://"  # Faust table store: memory:// (state rebuilt from the changelog) or rocksdb://
+    state_dir: Path = Path("var/faust")  # Faust's local data (RocksDB tables); one per worker on a host
     web_host: str = "127.0.0.1"  # the worker's HTTP interface binds here
     web_port: int = 6066  # the worker's HTTP port
     batch_size: int = 256  # most events in one micro-batch

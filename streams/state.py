@@ -83,6 +83,13 @@ class UserState:
         self.items = [items[i] for i in order]
         return Outcome.LATE if late else Outcome.APPLIED
 
+    def interactions_bytes(self) -> bytes:
+        """What the user did: the buffer, the applied count and the watermarks. Unlike the views,
+        these do not depend on how a user's events on different topics interleaved on arrival (Kafka
+        orders a partition, not topics), so any two runs over the same input must agree on them."""
+        marks = b"".join(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items()))
+        return self.ring.tobytes() + "\x1f".join(self.items).encode() + self.applied.to_bytes(8, "little") + marks
+
     def to_bytes(self) -> bytes:
         v = self.views
         parts = [

@@ -1,5 +1,5 @@
-"""Running a worker as a child process: the demo and the tests drive real `iu worker`s this way,
-so a restart really is a new process that must recover its state from the changelog."""
+"""Child processes: `iu worker`s (the demo and the tests drive real ones, so a restart really is a
+new process that must recover its state from the changelog) and a `milvus-lite server`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from streams.broker import free_port, port_open
 
 
 class WorkerError(RuntimeError):
@@ -85,10 +87,53 @@ class WorkerProcess:
             self._log = None
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed or committed; what the reliability tests inflict."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.stop()
+
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MilvusLiteServer:
+    """`milvus-lite server` on a free loopback port: the Milvus-server mode, for the tests that
+    share one vector store between workers or take it away mid-replay."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> MilvusLiteServer:
+        exe = Path(sys.executable).parent / "milvus-lite"
+        self.proc = subprocess.Popen([str(exe), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"milvus-lite server did not start on {self.uri}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def __enter__(self) -> MilvusLiteServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

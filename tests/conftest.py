@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
@@ -18,6 +20,28 @@ from streams.broker import EmbeddedBroker
 def small_synth() -> SequenceData:
     events, items = generate(SynthSpec(users=150, items=120, events_per_user=30, seed=3))
     return build(events, items, ("home", "search", "video"))
+
+
+def _consume_all(bootstrap: str, topic: str, until: object, timeout: float = 60.0) -> list:
+    """Plain confluent-kafka, from the beginning, until `until(messages)` holds or the timeout."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(out):  # type: ignore[operator]
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+    finally:
+        c.close()
+    return out
+
+
+@pytest.fixture(scope="session")
+def consume_all() -> Callable[..., list]:
+    """Reads a topic with plain confluent-kafka: `consume_all(bootstrap, topic, until, timeout)`."""
+    return _consume_all
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from models.data.contract import read_events, read_items
 from streams.broker import EmbeddedBroker, free_port
@@ -48,23 +47,7 @@ def bootstrap() -> str:
         yield b.bootstrap
 
 
-def consume_all(bootstrap: str, topic: str, until: object, timeout: float = 60.0) -> list:
-    """Plain confluent-kafka, from the beginning, until `until(messages)` holds or the timeout."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(out):  # type: ignore[operator]
-            msg = c.poll(0.5)
-            if msg is not None and not msg.error():
-                out.append(msg)
-    finally:
-        c.close()
-    return out
-
-
-def test_events_state_recommendations_dead_letters_and_restart(tiny_model, bootstrap, tmp_path):
+def test_events_state_recommendations_dead_letters_and_restart(tiny_model, bootstrap, tmp_path, consume_all):
     max_len = json.loads((tiny_model / "config.json").read_text())["max_len"]
     env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(tiny_model),
            "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu"}

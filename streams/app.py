@@ -134,7 +134,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
             for r in records:
                 processed[TP(r.topic, r.partition)] = r.offset + 1
             stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
-                                 "batches": 1, **result.outcomes})
+                                 "withheld": result.withheld, "batches": 1, **result.outcomes})
 
     @app.agent(items)
     async def update_catalog(stream: faust.StreamT) -> None:
@@ -153,6 +153,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         metrics.USERS.set(len(table))
         metrics.STATE_BYTES.set(sum(len(v) for v in table.values()))
         metrics.CATALOG.set(len(processor.catalog))
+        await offload(processor.vectors.flush)  # converge after an outage even when no events come
         if app.consumer is None:
             return
         metrics.LAG.clear()  # partitions revoked since the last refresh must disappear
@@ -174,7 +175,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if app.consumer else []
         ready = bool(assigned) and not app.rebalancing and not app.in_recovery
-        return self.json({"status": "ok" if ready else "starting", "ready": ready, "assigned": assigned,
+        store = processor.vectors.status()
+        status = "starting" if not ready else "ok" if store["up"] else "degraded"  # consuming, lists withheld
+        return self.json({"status": status, "ready": ready, "assigned": assigned, "vector_store": store,
                           "model_version": processor.encoder.model_version, "users": len(table)},
                          status=200 if ready else 503)
 
@@ -195,6 +198,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         if scen not in processor.scen_index:
             return {"error": f"unknown scenario {scen!r}", "status": 400}
         [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        if ranked is None:
+            return {"error": "the vector store is unavailable; retry shortly", "status": 503}
         return state, scen, ranked
 
     # Users live on the worker that owns their partition: another worker proxies the request there.

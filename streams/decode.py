@@ -28,6 +28,7 @@ class Reason(StrEnum):
     UNKNOWN_ACTION = "unknown_action"
     UNKNOWN_SCENARIO = "unknown_scenario"
     UNKNOWN_ITEM = "unknown_item"
+    ITEM_UNAVAILABLE = "item_unavailable"  # not known here and Milvus is down: valid, replay it from the DLQ
     KEY_MISMATCH = "key_mismatch"  # the message key is not the user id: the user's state would split
 
 

@@ -32,7 +32,7 @@ disable_created_metrics()  # `_created` series double the exposition and no dash
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "produce")
-MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items")
+MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items", "load")
 
 EVENTS = Counter("iu_events_consumed_total", "Events consumed, by scenario (topic), action and outcome; "
                  "outcome dead_letter has action 'invalid'", ["scenario", "action", "outcome"])
@@ -50,6 +50,12 @@ MODEL = Info("iu_model", "The model the worker serves and the device its encoder
 MILVUS_SECONDS = Histogram("iu_milvus_operation_duration_seconds", "Milvus calls, each a whole micro-batch",
                            ["operation"], buckets=STAGE_BUCKETS)
 MILVUS_ERRORS = Counter("iu_milvus_errors_total", "Milvus calls that raised", ["operation"])
+STORE_UP = Gauge("iu_vector_store_up", "1 while Milvus answers, 0 from a failed call until one succeeds")
+VECTORS_PENDING = Gauge("iu_vectors_pending", "User vectors waiting for Milvus to come back")
+VECTORS_DROPPED = Counter("iu_vectors_dropped_total", "Pending user vectors evicted past the cap; rewritten on "
+                          "the user's next event")
+WITHHELD = Counter("iu_recommendations_withheld_total", "Lists not emitted because Milvus was down (no stale "
+                   "list is emitted instead)")
 LAG = Gauge("iu_consumer_lag_messages", "Messages behind the partition's high watermark, per assigned event "
             "partition", ["topic", "partition"])
 USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")

@@ -42,6 +42,7 @@ class Monitor:
     def observe(self, result: BatchResult, batch_events: int) -> list[Detection]:
         found: list[Detection | None] = []
         metrics.BATCH.observe(batch_events)
+        metrics.WITHHELD.inc(result.withheld)
         events = Counter((a.scenario, a.action, a.outcome.value) for a in result.accepted)
         events.update((self.topic_scenarios.get(d.record.topic, ALL), "invalid", "dead_letter")
                       for d in result.dead_letters)

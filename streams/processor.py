@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +20,13 @@ from models.data.dataset import UserSeq
 from models.inference import InterestEncoder, pad_windows
 from streams.catalog import Catalog
 from streams.decode import Reason, Rejected, decode_event
+from streams.guard import StoreGuard
 from streams.metrics import stage
 from streams.rank import rerank
 from streams.settings import Settings
 from streams.state import Outcome, UserState
 from streams.topics import events_topic
-from streams.vectors import UserRow, VectorStore
+from streams.vectors import UserRow, VectorStore, VectorStoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: list[Accepted] = field(default_factory=list)
     emitted: list[Emission] = field(default_factory=list)
+    withheld: int = 0  # users whose list was not emitted: Milvus was down
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -103,7 +106,8 @@ class Processor:
         if missing:
             raise ValueError(f"scenarios {sorted(missing)} are not known to model {encoder.model_version}; "
                              f"it was trained on {list(encoder.cfg.scenarios)}")
-        self.encoder, self.catalog, self.store, self.settings = encoder, catalog, store, settings
+        self.encoder, self.catalog, self.settings = encoder, catalog, settings
+        self.vectors = StoreGuard(store, settings.pending_vectors)
         self.scen_index = {s: k + 1 for k, s in enumerate(encoder.cfg.scenarios)}
         self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
         self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
@@ -138,6 +142,9 @@ class Processor:
             ranked = self.rank([(u, states[u], triggers[u][1].scenario) for u in users], upsert=True)
             now = time.time()
             for uid, r in zip(users, ranked, strict=True):
+                if r is None:  # Milvus is down: no list rather than a stale one (streams/guard.py)
+                    out.withheld += 1
+                    continue
                 rec, ev = triggers[uid]
                 out.recommendations.append((uid.encode(), json.dumps({
                     "user_id": uid, "scenario": ev.scenario,
@@ -159,10 +166,21 @@ class Processor:
                 out.dead_letters.append(DeadLetter(rec, ev.reason, ev.detail))
             else:
                 valid.append((rec, ev))
-        unknown = self.catalog.resolve({ev.item_id for _, ev in valid if ev.item_id not in self.catalog})
-        out.dead_letters += [DeadLetter(rec, Reason.UNKNOWN_ITEM, f"item {ev.item_id!r:.60} is not in the catalog")
+        asked = {ev.item_id for _, ev in valid if ev.item_id not in self.catalog}
+        try:
+            unknown, reason, why = self.catalog.resolve(asked), Reason.UNKNOWN_ITEM, "is not in the catalog"
+        except VectorStoreError:  # it may well exist: the event is valid, and replayable from the DLQ
+            unknown, reason, why = asked, Reason.ITEM_UNAVAILABLE, "is not known here and Milvus is down"
+        out.dead_letters += [DeadLetter(rec, reason, f"item {ev.item_id!r:.60} {why}")
                              for rec, ev in valid if ev.item_id in unknown]
         return [(rec, ev) for rec, ev in valid if ev.item_id not in unknown]
+
+    def _resolve_quietly(self, ids: set[str]) -> None:
+        """Items another worker registered, fetched if Milvus answers; while it is down they are simply
+        left out of encoder inputs and candidate lists."""
+        if ids:
+            with suppress(VectorStoreError):
+                self.catalog.resolve(ids)
 
     def history(self, user_id: str, st: UserState) -> UserSeq:
         """The ring as the encoder's input; items this worker cannot place are left out."""
@@ -171,10 +189,11 @@ class Processor:
         r = st.ring[keep]
         return UserSeq(user_id, idx, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
 
-    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked]:
-        """Fused vectors for (user, state, target scenario), ranked lists; one forward, one search."""
+    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
+        """Fused vectors for (user, state, target scenario), ranked lists (None while Milvus is down);
+        one forward, one search."""
         # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
-        self.catalog.resolve({i for _, st, _ in requests for i in st.items if i not in self.catalog})
+        self._resolve_quietly({i for _, st, _ in requests for i in st.items if i not in self.catalog})
         with stage("encode"):
             histories = [self.history(u, st) for u, st, _ in requests]
             short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
@@ -184,16 +203,19 @@ class Processor:
             fused, weights = self.encoder.fuse(short, views, present, scens)
         if upsert:
             with stage("upsert"):
-                self.store.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
-                                         for k, (u, _, s) in enumerate(requests)])
+                self.vectors.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
+                                           for k, (u, _, s) in enumerate(requests)])
         k = self.settings.top_k
         limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
         with stage("search"):
-            candidates = self.store.search_items(fused, limit)
-            self.catalog.resolve({i for c in candidates for i, _ in c if i not in self.catalog})
+            candidates = self.vectors.search_items(fused, limit)
+            if candidates is None:
+                return [None] * len(requests)
+            self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
         with stage("rerank"):
-            return [
-                Ranked(rerank(c, set(st.items), self.catalog.vectors([i for i, _ in c]), k, self.settings.diversity),
-                       fused[n], weights[n])
-                for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True))
-            ]
+            ranked: list[Ranked | None] = []
+            for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True)):
+                known = [(i, s) for i, s in c if i in self.catalog]  # an unresolved item can't be re-ranked
+                ranked.append(Ranked(rerank(known, set(st.items), self.catalog.vectors([i for i, _ in known]), k,
+                                            self.settings.diversity), fused[n], weights[n]))
+            return ranked

@@ -30,6 +30,8 @@ class Settings:
     kafka_bootstrap: str = ""  # host:port of a Kafka cluster; empty: iu starts the embedded Tansu broker
     broker_profile: str = "auto"  # auto (tansu when embedded, else kafka), tansu or kafka: broker workarounds
     milvus_uri: str = ""  # a Milvus server (http://host:19530); empty: milvus-lite at var/milvus.db
+    milvus_timeout_s: float = 5.0  # longest wait for one Milvus call before the store counts as down
+    pending_vectors: int = 100_000  # user vectors kept for Milvus while it is down; the oldest go beyond
     model: str = "ml-100k"  # the model the worker serves: a folder under IU_MODEL_DIR, or a path
     app_id: str = "interest-updater"  # Faust app id: the consumer group and the prefix of its internal topics
     store: str = "memory://"  # Faust table store: memory:// (state rebuilt from the changelog) or rocksdb://
@@ -69,6 +71,8 @@ class Settings:
             "top_k": self.top_k >= 1,
             "quality_window": self.quality_window >= 1,
             "monitor_users": self.monitor_users >= 1,
+            "milvus_timeout_s": self.milvus_timeout_s > 0,
+            "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,
         }
         for name, ok in checks.items():

@@ -9,6 +9,8 @@ back to brute force.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,17 @@ class UserRow:
         return f"{self.user_id}|{self.scenario}"
 
 
+@contextmanager
+def _call(operation: str) -> Iterator[None]:
+    """Timed and counted; whatever the client raises (gRPC, MilvusException, ...) becomes one error
+    type, which is what the worker's outage handling (streams/guard.py) catches."""
+    with milvus_call(operation):
+        try:
+            yield
+        except Exception as e:
+            raise VectorStoreError(f"{operation}: {e}") from e
+
+
 def connect(target: str) -> MilvusClient:
     if not target.startswith(("http://", "https://", "tcp://", "unix:")):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -49,9 +62,10 @@ def connect(target: str) -> MilvusClient:
 
 
 class VectorStore:
-    def __init__(self, client: MilvusClient, dim: int) -> None:
+    def __init__(self, client: MilvusClient, dim: int, timeout_s: float = 5.0) -> None:
         self.client = client
         self.dim = dim
+        self.timeout = timeout_s  # per call: pymilvus otherwise retries a dead server for minutes
         self._ensure(ITEMS, self._item_schema())
         self._ensure(USERS, self._user_schema())
 
@@ -83,45 +97,52 @@ class VectorStore:
             raise VectorStoreError(f"collection {name} has index {found}, expected {INDEX['index_type']}")
         self.client.load_collection(name)  # a collection reopened from disk starts released
 
+    def load(self) -> None:
+        """Loads both collections for search; a restarted Milvus starts with them released."""
+        with _call("load"):
+            for name in (ITEMS, USERS):
+                self.client.load_collection(name, timeout=self.timeout)
+
     def item_version(self, item_id: str) -> str | None:
         rows = self.client.get(ITEMS, ids=[item_id], output_fields=["model_version"])
         return rows[0]["model_version"] if rows else None
 
     def upsert_items(self, ids: list[str], titles: list[str], vectors: np.ndarray, model_version: str,
                      chunk: int = 2048) -> None:
-        with milvus_call("upsert_items"):
+        with _call("upsert_items"):
             for i in range(0, len(ids), chunk):
                 self.client.upsert(ITEMS, [
                     {"item_id": ids[j], "title": titles[j][:1024], "model_version": model_version,
                      "vector": vectors[j].astype(np.float32).tolist()}
                     for j in range(i, min(i + chunk, len(ids)))
-                ])
-            self.client.flush(ITEMS)
+                ], timeout=self.timeout)
+            self.client.flush(ITEMS, timeout=self.timeout)
 
     def get_items(self, ids: list[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Items other workers published: id -> (title, vector)."""
         if not ids:
             return {}
-        with milvus_call("get_items"):
-            rows = self.client.get(ITEMS, ids=ids, output_fields=["title", "vector"])
+        with _call("get_items"):
+            rows = self.client.get(ITEMS, ids=ids, output_fields=["title", "vector"], timeout=self.timeout)
         return {r["item_id"]: (r["title"], np.asarray(r["vector"], np.float32)) for r in rows}
 
     def upsert_users(self, rows: list[UserRow]) -> None:
         if not rows:
             return
         now = int(time.time() * 1000)
-        with milvus_call("upsert_users"):
+        with _call("upsert_users"):
             self.client.upsert(USERS, [
                 {"key": r.key, "user_id": r.user_id, "scenario": r.scenario, "updated_at": now,
                  "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
                 for r in rows
-            ])
+            ], timeout=self.timeout)
 
     def search_items(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """Top `limit` items by inner product for each row of `vectors`, in one call."""
         if len(vectors) == 0:
             return []
-        with milvus_call("search"):
+        with _call("search"):
             hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
-                                      anns_field="vector", search_params=SEARCH_PARAMS, output_fields=[])
+                                      anns_field="vector", search_params=SEARCH_PARAMS, output_fields=[],
+                                      timeout=self.timeout)
         return [[(h["item_id"], float(h["distance"])) for h in row] for row in hits]

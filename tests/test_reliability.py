@@ -265,3 +265,48 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         stats = worker.wait_for(lambda s: s.get("events_in", 0) >= len(events), 120, "events after the outage")
         assert stats["recommendations_out"] > lists_before  # lists flow again
     print(f"outage: {stats['withheld']} lists withheld, {errors:.0f} failed Milvus calls in {outage_s:.0f} s")
+
+
+FLOOD = 200_000
+RSS_BOUND_MB = 1_024  # measured: 709 MB peak on the 2-core box (torch, milvus-lite, Faust, 943 users)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_model, tmp_path):
+    """ml-100k twice over (the second pass with new event ids, a year later), published flat out."""
+    base = ml100k(100_000)
+    year = 365 * 86_400_000
+    events = base + [Event(f"again-{e.event_id}", e.user_id, e.item_id, e.action, e.scenario, e.ts + year)
+                     for e in base]
+    assert len(events) == FLOOD
+    with replay(tiny_model, tmp_path, "flood", []) as (bootstrap, env), \
+            WorkerProcess(env, tmp_path / "flood.log") as worker:
+        assert worker.proc is not None
+        publish(producer(bootstrap), event_messages(events), progress=False)
+        samples: list[tuple[float, int, float]] = []  # (seconds, events consumed, RSS MB)
+        start = time.monotonic()
+        while (n := worker.get("/stats").get("events_in", 0)) < FLOOD:
+            samples.append((time.monotonic() - start, n, rss_mb(worker.proc.pid)))
+            assert samples[-1][0] < 900, f"only {n} of {FLOOD} consumed in 900 s"
+            time.sleep(2)
+        deadline = time.monotonic() + 30
+        while scrape(worker, "iu_consumer_lag_messages") > 0:
+            assert time.monotonic() < deadline, "lag did not drain"
+            time.sleep(1)
+        assert worker.get("/state/digest")["events_applied"] == FLOOD
+    peak = max(r for _, _, r in samples)
+    # Throughput per 20 s window, leaving out the first (start-up) and the last (partial) ones.
+    windows = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples[::10], samples[10::10], strict=False)][1:-1]
+    median = sorted(windows)[len(windows) // 2]
+    print(f"flood: {FLOOD} events in {samples[-1][0]:.0f} s; events/s per 20 s window {[round(w) for w in windows]}; "
+          f"RSS {samples[len(samples) // 4][2]:.0f} MB at 1/4, peak {peak:.0f} MB")
+    assert peak < RSS_BOUND_MB
+    assert min(windows) >= 0.5 * median, windows
+    # Bounded, not growing with the events: the last quarter adds little over the first quarter's level.
+    assert samples[-1][2] - samples[len(samples) // 4][2] < 300

@@ -1,0 +1,102 @@
+"""Milvus (milvus-lite by default) batched vs single calls: user-vector upserts and item searches.
+
+Why: the worker makes one upsert and one search per micro-batch, never one per user. This shows
+what that buys at the catalog sizes of ml-100k (1,682 items) and of synthetic 100k and 1M-item
+catalogs (random unit vectors, d=64, HNSW as in the product). Each size gets a fresh store.
+
+    python -m ops.bench.vectors [--sizes 1682,100000,1000000] [--json] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from streams.vectors import UserRow, VectorStore, connect
+
+DIM = 64
+LIMIT = 90  # what the worker asks for: 4 * top_k + max_len
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def per_second(n: int, fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return n / (time.perf_counter() - start)
+
+
+def bench_size(store: VectorStore, n_items: int, queries: int, batch: int, rng: np.random.Generator) -> dict:
+    ids = [f"i{k}" for k in range(n_items)]
+    load_start = time.perf_counter()
+    for start in tqdm(range(0, n_items, 50_000), desc=f"load {n_items:,} items", unit="chunk", leave=False):
+        end = min(start + 50_000, n_items)
+        store.upsert_items(ids[start:end], [""] * (end - start), unit(rng, end - start), "bench")
+    load_s = time.perf_counter() - load_start
+    q = unit(rng, queries)
+    store.search_items(q[:batch], LIMIT)  # warm-up: the first search loads the index
+    search_batched = per_second(queries, lambda: [store.search_items(q[i:i + batch], LIMIT)
+                                                  for i in range(0, queries, batch)])
+    singles = min(queries, 200)
+    search_single = per_second(singles, lambda: [store.search_items(q[i:i + 1], LIMIT) for i in range(singles)])
+    rows = [UserRow(f"u{k}", "home", v, "bench") for k, v in enumerate(unit(rng, queries))]
+    upsert_batched = per_second(queries, lambda: [store.upsert_users(rows[i:i + batch])
+                                                  for i in range(0, queries, batch)])
+    upsert_single = per_second(singles, lambda: [store.upsert_users(rows[i:i + 1]) for i in range(singles)])
+    return {"items": n_items, "load_items_s": round(n_items / load_s), "batch": batch,
+            "search_batched_q_s": round(search_batched), "search_single_q_s": round(search_single, 1),
+            "upsert_batched_rows_s": round(upsert_batched), "upsert_single_rows_s": round(upsert_single, 1)}
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"| items | load items/s | search q/s batched ({rows[0]['batch']}) | search q/s single | speed-up "
+            f"| upsert rows/s batched | upsert rows/s single | speed-up |\n|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['items']:,} | {r['load_items_s']:,} | {r['search_batched_q_s']:,} | {r['search_single_q_s']:,} "
+             f"| {r['search_batched_q_s'] / r['search_single_q_s']:.0f}× | {r['upsert_batched_rows_s']:,} "
+             f"| {r['upsert_single_rows_s']:,} | {r['upsert_batched_rows_s'] / r['upsert_single_rows_s']:.0f}× |"
+             for r in rows]
+    return "\n".join([head, *lines])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1682,100000,1000000", help="comma-separated catalog sizes")
+    ap.add_argument("--queries", type=int, default=2048, help="searches and user upserts per size")
+    ap.add_argument("--batch", type=int, default=256, help="rows per batched call (the worker's micro-batch)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--record", action="store_true", help=f"append a dated section to {RESULTS}")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="iu-bench-vectors-") as tmp:
+        for n in (int(x) for x in args.sizes.split(",")):
+            client = connect(str(Path(tmp) / f"{n}.db"))
+            results.append(bench_size(VectorStore(client, DIM), n, args.queries, args.batch, rng))
+            client.close()
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    backend = "milvus-lite (in process)"
+    if args.json:
+        print(json.dumps({"machine": machine, "backend": backend, "rows": results}))
+    else:
+        print(f"{machine}; {backend}; d={DIM}, limit={LIMIT}, HNSW\n{table(results)}")
+    if args.record:
+        with RESULTS.open("a") as f:
+            f.write(f"\n## {datetime.now(UTC):%Y-%m-%d} — vectors bench (`python -m ops.bench.vectors`)\n\n"
+                    f"{machine}; {backend}; d={DIM}, limit={LIMIT}, HNSW.\n\n{table(results)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -60,6 +60,13 @@ class WorkerProcess:
         except urllib.error.HTTPError as e:
             return {"http_status": e.code, **json.loads(e.read() or b"{}")}
 
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples on /metrics (all label sets)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
+
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float, what: str) -> dict:
         """Poll /stats until `predicate(stats)` holds; returns those stats."""
         deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,9 +158,7 @@ def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, tmp
             got = worker.get("/users/late-user/interest")
             assert got["events_applied"] == 5
             assert [r["ts"] for r in got["recent_items"]] == sorted((e.ts for e in late_user), reverse=True)
-            metric = sum(float(line.split()[-1]) for line in urllib.request.urlopen(worker.url + "/metrics", timeout=10)
-                         .read().decode().splitlines() if line.startswith("iu_dead_letters_total{"))
-            assert metric == len(bad)
+            assert worker.metric("iu_dead_letters_total") == len(bad)
         dlq = consume_all(broker.bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(bad), timeout=120)
     assert len(dlq) == len(bad)
     assert Counter(dict(m.headers())["iu.reason"].decode() for m in dlq) == Counter(dead)
@@ -208,13 +205,6 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_pat
     print(f"events served before the kill, per worker: {served}")
 
 
-def scrape(worker: WorkerProcess, name: str) -> float:
-    """Sum of a metric's samples on the worker's /metrics."""
-    text = urllib.request.urlopen(worker.url + "/metrics", timeout=10).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name) and line[len(name)] in "{ ")
-
-
 def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges(tiny_model, tmp_path):
     events = ml100k(3300)
     before, during, after = events[:1500], events[1500:3000], events[3000:]
@@ -234,8 +224,8 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         assert stats["recommendations_out"] == lists_before and stats["withheld"] > 0  # nothing stale emitted
         assert health["status"] == "degraded" and not health["vector_store"]["up"], health
         assert 0 < health["vector_store"]["pending_vectors"] <= 100_000
-        assert scrape(worker, "iu_vector_store_up") == 0 and scrape(worker, "iu_vectors_pending") > 0
-        errors, outage_s = scrape(worker, "iu_milvus_errors_total"), time.monotonic() - down_at
+        assert worker.metric("iu_vector_store_up") == 0 and worker.metric("iu_vectors_pending") > 0
+        errors, outage_s = worker.metric("iu_milvus_errors_total"), time.monotonic() - down_at
         # Backoff doubling from 0.5 s: ~log2(outage / 0.5) + 1 failed retries, not one per batch or timer tick.
         assert 0 < errors <= 8, (errors, outage_s)
 
@@ -245,7 +235,7 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         while (store := worker.get("/health")["vector_store"]) and not (store["up"] and not store["pending_vectors"]):
             assert time.monotonic() < deadline, store
             time.sleep(0.5)
-        assert scrape(worker, "iu_vector_store_up") == 1
+        assert worker.metric("iu_vector_store_up") == 1
         # Converged: for every user with events during the outage, one row (the scenario of their last
         # micro-batch's trigger; a batch writes one per user) was written after Milvus came back and is
         # exactly the vector their state gives now: the latest, not a stale one.
@@ -296,7 +286,7 @@ def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_m
             assert samples[-1][0] < 900, f"only {n} of {FLOOD} consumed in 900 s"
             time.sleep(2)
         deadline = time.monotonic() + 30
-        while scrape(worker, "iu_consumer_lag_messages") > 0:
+        while worker.metric("iu_consumer_lag_messages") > 0:
             assert time.monotonic() < deadline, "lag did not drain"
             time.sleep(1)
         assert worker.get("/state/digest")["events_applied"] == FLOOD

@@ -1,0 +1,209 @@
+"""End to end: an embedded worker under offered load, then flat out, then Faust's own ceiling.
+
+Open loop: events are published at a fixed rate whatever the worker does, so a worker slower than
+the offered rate shows as a growing backlog and latency, not as a slower producer. Per phase:
+events/s applied and lists/s emitted (until the backlog is drained), end-to-end latency p50/p95/p99
+(Kafka timestamp of the event -> list emitted, read back from iu.recommendations), CPU seconds
+per 1k events. At the end: RSS and state bytes per user. In the same run, the ceiling: a trivial
+Faust agent (ops/bench/ceiling.py) forwarding the same messages on the same broker; ours is
+reported as a ratio of it. Events are ml-100k in time order, cycled with new ids when they run out.
+
+    python -m ops.bench.e2e [--quick] [--json] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer
+
+from models.data.contract import Event, read_events, read_items
+from ops.bench import ceiling
+from streams.app import prepare_topics
+from streams.broker import EmbeddedBroker, create_topics, free_port
+from streams.cli.datasets import resolve
+from streams.replay import event_json, event_messages, producer, publish, publish_catalog
+from streams.settings import Settings
+from streams.supervise import WorkerProcess
+from streams.topics import RECOMMENDATIONS
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+YEAR_MS = 365 * 86_400_000
+
+
+def endless(events: list[Event]) -> Iterator[Event]:
+    """ml-100k over and over; each pass a year later with new ids, so nothing is late or a duplicate."""
+    for k in itertools.count():
+        for e in events:
+            yield e if k == 0 else Event(f"{e.event_id}#{k}", e.user_id, e.item_id, e.action, e.scenario,
+                                         e.ts + k * YEAR_MS)
+
+
+class Collector(threading.Thread):
+    """Reads a topic from the start in the background: each message's value, as it arrives."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}-{time.time_ns()}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        self.consumer.subscribe([topic])
+        self.values: list[bytes] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for msg in self.consumer.consume(1000, 0.2):
+                if not msg.error():
+                    self.values.append(msg.value())
+        self.consumer.close()
+
+    def wait_count(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.values) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.values)} of {n} messages within {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProcess, recs: Collector,
+          timeout: float) -> dict:
+    """Publish `events` at `rate` (0: flat out) and wait until the worker has consumed them."""
+    assert worker.proc is not None
+    target = worker.get("/stats").get("events_in", 0) + len(events)
+    lists_before, seen = worker.get("/stats").get("recommendations_out", 0), len(recs.values)
+    cpu0, t0 = cpu_seconds(worker.proc.pid), time.time()
+    publish(prod, event_messages(events), rate=rate, total=len(events), progress=False)
+    stats = worker.wait_for(lambda s: s.get("events_in", 0) >= target, timeout, f"{name}: {len(events)} events")
+    elapsed, cpu = time.time() - t0, cpu_seconds(worker.proc.pid) - cpu0
+    lists = stats.get("recommendations_out", 0) - lists_before
+    recs.wait_count(seen + lists, 60)
+    latency = [json.loads(v) for v in recs.values[seen:seen + lists]]
+    ms = np.array([r["emitted_ts"] - r["ingest_ts"] for r in latency], float)
+    p50, p95, p99 = (np.percentile(ms, [50, 95, 99]) if len(ms) else (np.nan,) * 3)
+    return {"phase": name, "offered_per_s": rate or None, "events": len(events), "seconds": round(elapsed, 2),
+            "events_per_s": round(len(events) / elapsed), "lists_per_s": round(lists / elapsed),
+            "latency_ms_p50": round(float(p50)), "latency_ms_p95": round(float(p95)),
+            "latency_ms_p99": round(float(p99)), "cpu_s_per_1k": round(1000 * cpu / len(events), 3)}
+
+
+def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float) -> dict:
+    settings = Settings.from_env(env)
+    create_topics(bootstrap, {**{t: settings.partitions for t in ceiling.SOURCES}, ceiling.SINK: settings.partitions})
+    out = Collector(bootstrap, ceiling.SINK)
+    out.start()
+    proc = subprocess.Popen([sys.executable, "-m", "ops.bench.ceiling", "worker", "--without-web", "-l", "warning"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        prod = producer(bootstrap)
+        topic = dict(zip(Settings().scenarios, ceiling.SOURCES, strict=True))
+        warm = events[0]
+        deadline = time.monotonic() + 120
+        while not out.values:  # until the agent has joined its group and forwards
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the ceiling agent did not start")
+            prod.produce(topic[warm.scenario], key=warm.user_id.encode(), value=event_json(warm))
+            prod.flush(5)
+            time.sleep(1)
+        seen, cpu0, t0 = len(out.values), cpu_seconds(proc.pid), time.time()
+        publish(prod, ((topic[e.scenario], e.user_id.encode(), event_json(e)) for e in events), progress=False)
+        out.wait_count(seen + len(events), timeout)
+        elapsed, cpu = time.time() - t0, cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        out.stopping.set()
+    return {"phase": "ceiling (trivial agent)", "offered_per_s": None, "events": len(events),
+            "seconds": round(elapsed, 2), "events_per_s": round(len(events) / elapsed),
+            "cpu_s_per_1k": round(1000 * cpu / len(events), 3)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = Settings.from_env()
+    folder = resolve("ml-100k", settings)
+    model = Path(args.model) if args.model else settings.model_path
+    if not (model / "model.safetensors").exists():
+        raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
+    source = endless(sorted(read_events(folder / "events.csv"), key=lambda e: e.ts))
+    rates = [float(r) for r in args.rates.split(",")]
+    seconds = 10 if args.quick else args.seconds
+    flat = 15_000 if args.quick else args.flat_events
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, EmbeddedBroker() as broker:
+        env = {"IU_KAFKA_BOOTSTRAP": broker.bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(model),
+               "IU_MILVUS_URI": f"{tmp}/milvus.db", "IU_STATE_DIR": f"{tmp}/faust", "IU_WEB_PORT": str(free_port())}
+        prepare_topics(Settings.from_env(env), broker.bootstrap)
+        prod = producer(broker.bootstrap)
+        publish_catalog(prod, read_items(folder / "items.csv"))
+        recs = Collector(broker.bootstrap, RECOMMENDATIONS)
+        recs.start()
+        with WorkerProcess(env, Path(tmp) / "worker.log") as worker:
+            assert worker.proc is not None
+            phase("warm-up", 0, list(itertools.islice(source, 2000)), prod, worker, recs, 300)
+            for rate in rates:
+                rows.append(phase(f"offered {rate:.0f}/s", rate, list(itertools.islice(source, int(rate * seconds))),
+                                  prod, worker, recs, 600))
+            rows.append(phase("flat out", 0, list(itertools.islice(source, flat)), prod, worker, recs, 900))
+            rss_mb = worker.metric("process_resident_memory_bytes") / 2**20
+            users = worker.metric("iu_users_in_state")
+            state_per_user = worker.metric("iu_state_bytes") / max(users, 1)
+        recs.stopping.set()
+        rows.append(framework_ceiling(broker.bootstrap, env, list(itertools.islice(source, flat)), 900))
+    ours, top = rows[-2]["events_per_s"], rows[-1]["events_per_s"]
+    return {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+                       f"Python {platform.python_version()}",
+            "model": str(model), "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
+            "state_bytes_per_user": round(state_per_user), "ratio_to_ceiling": round(ours / top, 3)}
+
+
+def table(result: dict) -> str:
+    lines = ["| phase | events | s | events/s | lists/s | p50 ms | p95 ms | p99 ms | CPU s / 1k |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['phase']} | {r['events']:,} | {r['seconds']} | {r['events_per_s']:,} | "
+                     f"{r.get('lists_per_s', '-')} | {r.get('latency_ms_p50', '-')} | {r.get('latency_ms_p95', '-')} | "
+                     f"{r.get('latency_ms_p99', '-')} | {r['cpu_s_per_1k']} |")
+    lines.append(f"\nRSS {result['rss_mb']} MB; {result['users']} users, {result['state_bytes_per_user']:,} state "
+                 f"bytes per user; flat out = {result['ratio_to_ceiling']:.0%} of the trivial-agent ceiling.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="10 s per rate and 15,000 flat-out events")
+    ap.add_argument("--rates", default="500,1000,2000", help="offered loads, events/s, comma-separated")
+    ap.add_argument("--seconds", type=float, default=30.0, help="seconds of offered load per rate")
+    ap.add_argument("--flat-events", type=int, default=60_000, help="events published flat out (and to the ceiling)")
+    ap.add_argument("--model", default="", help="model folder (default: IU_MODEL)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--record", action="store_true", help=f"append a dated section to {RESULTS}")
+    args = ap.parse_args()
+    result = run(args)
+    print(json.dumps(result) if args.json else f"{result['machine']}; model {result['model']}\n{table(result)}")
+    if args.record:
+        with RESULTS.open("a") as f:
+            f.write(f"\n## {datetime.now(UTC):%Y-%m-%d} — e2e bench (`python -m ops.bench.e2e"
+                    f"{' --quick' if args.quick else ''}`)\n\n{result['machine']}; model {result['model']}.\n\n"
+                    f"{table(result)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

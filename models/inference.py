@@ -91,6 +91,15 @@ class InterestEncoder:
         out = self.model.text_proj(torch.as_tensor(text_vecs, dtype=torch.float32, device=self.device))
         return out.float().cpu().numpy()
 
+    @torch.inference_mode()
+    def top_items(self, users: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-`limit` table rows by inner product with each user vector (row 0, padding, never):
+        rows (B, limit) and scores (B, limit), best first."""
+        q = torch.as_tensor(users, dtype=torch.float32, device=self.device)
+        scores = q @ self._table_t[1:].T
+        top = torch.topk(scores, min(limit, scores.shape[1]), dim=1)
+        return (top.indices + 1).cpu().numpy(), top.values.float().cpu().numpy()
+
     def add_items(self, vectors: np.ndarray) -> np.ndarray:
         """Append item vectors to the table (catalog items published after training); their indices."""
         start = self.table.shape[0]

@@ -108,13 +108,27 @@ class ViewState:
         )
 
     def update(self, layout: ViewLayout, item_vec: np.ndarray, action: int, scenario: int, ts: int) -> None:
-        self.log_w = self.log_w - max(0, ts - self.last_ts) / layout.tau_ms
-        self.last_ts = max(self.last_ts, ts)
-        lw = layout.log_weights(np.array([action]), np.array([scenario]))[0]
-        hit = np.isfinite(lw)
-        new_w = np.logaddexp(self.log_w[hit], lw[hit])
-        keep = np.exp(self.log_w[hit] - new_w)[:, None]
-        add = np.exp(lw[hit] - new_w)[:, None]
-        self.mean[hit] = (self.mean[hit] * keep + item_vec[None, :] * add).astype(np.float32)
-        self.log_w[hit] = new_w
-        self.count[hit] += 1
+        self.update_many(layout, item_vec[None, :], np.array([action]), np.array([scenario]), np.array([ts]))
+
+    def update_many(
+        self, layout: ViewLayout, item_vecs: np.ndarray, actions: np.ndarray, scenarios: np.ndarray, ts: np.ndarray
+    ) -> None:
+        """Events in arrival order, in one step: the closed form over (the state so far as one prior
+        point per view, then the events), which is what the event-by-event recursion computes, at a
+        fraction of the numpy calls when a micro-batch holds several events of the user."""
+        t = np.maximum.accumulate(np.maximum(ts.astype(np.int64), self.last_ts))  # late events: current time
+        now = int(t[-1])
+        lw = layout.log_weights(actions, scenarios)  # (m, V)
+        count = np.isfinite(lw).sum(0)
+        hit = count > 0
+        prior = self.log_w - (now - self.last_ts) / layout.tau_ms  # -inf stays -inf
+        la = np.vstack([prior[None, hit], lw[:, hit] - (now - t)[:, None] / layout.tau_ms[None, hit]])
+        top = la.max(0)  # finite: each hit view selects at least one event
+        e = np.exp(la - top[None, :])
+        total = e.sum(0)
+        mean = (e[0][:, None] * self.mean[hit] + e[1:].T @ item_vecs) / total[:, None]
+        self.mean[hit] = mean.astype(np.float32)
+        self.log_w = prior
+        self.log_w[hit] = top + np.log(total)
+        self.count += count
+        self.last_ts = now

@@ -28,8 +28,10 @@ from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
 from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, all_topics, events_topic
+from streams.transport import transport
 
 TABLE = "user_state"
+TANSU_FETCH_WAIT_MS = 10  # Tansu holds a fetch for the whole wait: see streams/transport.py
 GAUGE_INTERVAL_S = 2.0
 RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's default, see build_app
 
@@ -52,6 +54,12 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     if not settings.tansu:
         return {}
     return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
+
+
+def tune_transport(app: faust.App, settings: Settings) -> None:
+    """The consumer-side Tansu workaround, which Faust has no setting for; call before declaring topics."""
+    if settings.tansu:
+        app.transport = transport(app, TANSU_FETCH_WAIT_MS)
 
 
 @dataclass
@@ -85,6 +93,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         value_serializer="raw",
         **broker_options(settings),
     )
+    tune_transport(app, settings)
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
     items = app.topic(ITEMS, **RAW)
     recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)

@@ -23,6 +23,7 @@ class Catalog:
         self.encoder = encoder
         self.store = store
         self.index = {iid: k + 1 for k, iid in enumerate(trained_ids)}
+        self.ids = ["", *trained_ids]  # by table row; row 0 is the encoder's padding
         self.trained = len(trained_ids)
         self.titles: dict[str, str] = {}
         self.categories: dict[str, tuple[str, ...]] = {}  # for the category-novelty drift detector
@@ -38,6 +39,13 @@ class Catalog:
 
     def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         return {i: self.vector(i) for i in ids}
+
+    def search(self, users: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
+        """Exact top-`limit` (item id, inner product) for each user vector, over every item known here:
+        what a Milvus search returns, without leaving the process."""
+        rows, scores = self.encoder.top_items(users, limit)
+        return [[(self.ids[r], float(s)) for r, s in zip(rr, ss, strict=True)]
+                for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True)]
 
     def publish_trained(self, dataset_items: Path | None) -> int:
         """Put the trained items into the vector store once per model version; how many were written."""
@@ -82,3 +90,4 @@ class Catalog:
         if new:
             rows = self.encoder.add_items(vecs[new])
             self.index.update({ids[k]: int(r) for k, r in zip(new, rows, strict=True)})
+            self.ids += [ids[k] for k in new]

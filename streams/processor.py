@@ -24,7 +24,7 @@ from streams.guard import StoreGuard
 from streams.metrics import stage
 from streams.rank import rerank
 from streams.settings import Settings
-from streams.state import Outcome, UserState
+from streams.state import Outcome, Step, UserState
 from streams.topics import events_topic
 from streams.vectors import UserRow, VectorStore, VectorStoreError
 
@@ -126,16 +126,21 @@ class Processor:
         states: dict[str, UserState] = {}
         triggers: dict[str, tuple[Record, Event]] = {}
         with stage("state"):
-            for rec, ev in valid:
-                st = states.get(ev.user_id) or states.setdefault(ev.user_id, self.load_state(stored.get(ev.user_id)))
-                outcome = st.apply(
-                    self.encoder.layout, self.encoder.cfg.max_len, ev.event_id, ev.item_id,
-                    self.catalog.vector(ev.item_id), self.act_index[ev.action], self.scen_index[ev.scenario],
-                    ev.ts, self.topic_index.get(rec.topic, 0), rec.partition, rec.offset,
-                )
-                out.accepted.append(Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, outcome))
-                if outcome in (Outcome.APPLIED, Outcome.LATE):
-                    triggers[ev.user_id] = (rec, ev)
+            by_user: dict[str, list[int]] = {}
+            for n, (_, ev) in enumerate(valid):
+                by_user.setdefault(ev.user_id, []).append(n)
+            outcomes: list[Outcome] = [Outcome.APPLIED] * len(valid)
+            for uid, ns in by_user.items():
+                st = states[uid] = self.load_state(stored.get(uid))
+                steps = [self._step(*valid[n]) for n in ns]
+                rows = [self.catalog.index[valid[n][1].item_id] for n in ns]
+                for n, outcome in zip(ns, st.apply_many(self.encoder.layout, self.encoder.cfg.max_len, steps,
+                                                        self.encoder.table[rows]), strict=True):
+                    outcomes[n] = outcome
+                    if outcome in (Outcome.APPLIED, Outcome.LATE):
+                        triggers[uid] = valid[n]
+            out.accepted = [Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, o)
+                            for (_, ev), o in zip(valid, outcomes, strict=True)]
             out.states = {uid: st.to_bytes() for uid, st in states.items()}
         if triggers:
             users = list(triggers)
@@ -155,6 +160,10 @@ class Processor:
                 out.emitted.append(Emission(uid, ev.scenario, [i for i, _ in r.items], frozenset(states[uid].items),
                                             r.fused, now - rec.timestamp_ms / 1000))
         return out
+
+    def _step(self, rec: Record, ev: Event) -> Step:
+        return Step(ev.event_id, ev.item_id, self.act_index[ev.action], self.scen_index[ev.scenario], ev.ts,
+                    self.topic_index.get(rec.topic, 0), rec.partition, rec.offset)
 
     def _decode(self, records: list[Record], out: BatchResult) -> list[tuple[Record, Event]]:
         valid: list[tuple[Record, Event]] = []
@@ -190,8 +199,8 @@ class Processor:
         return UserSeq(user_id, idx, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
 
     def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
-        """Fused vectors for (user, state, target scenario), ranked lists (None while Milvus is down);
-        one forward, one search."""
+        """Fused vectors for (user, state, target scenario), ranked lists (None while a Milvus search is
+        impossible); one forward, one search."""
         # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
         self._resolve_quietly({i for _, st, _ in requests for i in st.items if i not in self.catalog})
         with stage("encode"):
@@ -208,10 +217,13 @@ class Processor:
         k = self.settings.top_k
         limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
         with stage("search"):
-            candidates = self.vectors.search_items(fused, limit)
-            if candidates is None:
-                return [None] * len(requests)
-            self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
+            if self.settings.local_retrieval:
+                candidates = self.catalog.search(fused, limit)
+            else:
+                candidates = self.vectors.search_items(fused, limit)
+                if candidates is None:
+                    return [None] * len(requests)
+                self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
         with stage("rerank"):
             ranked: list[Ranked | None] = []
             for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True)):

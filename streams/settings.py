@@ -13,6 +13,9 @@ from pathlib import Path
 PREFIX = "IU_"
 
 
+MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+
+
 class SettingsError(ValueError):
     pass
 
@@ -32,6 +35,7 @@ class Settings:
     milvus_uri: str = ""  # a Milvus server (http://host:19530); empty: milvus-lite at var/milvus.db
     milvus_timeout_s: float = 5.0  # longest wait for one Milvus call before the store counts as down
     pending_vectors: int = 100_000  # user vectors kept for Milvus while it is down; the oldest go beyond
+    retrieval: str = "auto"  # candidates from: local (exact, worker memory), milvus (ANN), auto (local on milvus-lite)
     model: str = "ml-100k"  # the model the worker serves: a folder under IU_MODEL_DIR, or a path
     app_id: str = "interest-updater"  # Faust app id: the consumer group and the prefix of its internal topics
     store: str = "memory://"  # Faust table store: memory:// (state rebuilt from the changelog) or rocksdb://
@@ -64,6 +68,7 @@ class Settings:
     def _check(self) -> None:
         checks = {
             "broker_profile": self.broker_profile in ("auto", "tansu", "kafka"),
+            "retrieval": self.retrieval in ("auto", "local", "milvus"),
             "store": self.store.startswith(("memory://", "rocksdb://")),
             "diversity": 0.0 <= self.diversity <= 1.0,
             "partitions": self.partitions >= 1,
@@ -88,6 +93,18 @@ class Settings:
     def tansu(self) -> bool:
         """Apply the Tansu workarounds (see streams/faust_app.py)."""
         return self.broker_profile == "tansu" or (self.broker_profile == "auto" and self.embedded)
+
+    @property
+    def local_retrieval(self) -> bool:
+        """Candidates by exact search over the worker's item table rather than a Milvus search. The
+        worker holds every item vector anyway (they are the encoder's inputs); milvus-lite's search
+        costs ~2 ms a query in Python (ops/bench/RESULTS.md), a Milvus server's does not."""
+        return self.retrieval == "local" or (self.retrieval == "auto" and not self.milvus_server)
+
+    @property
+    def milvus_server(self) -> bool:
+        """A Milvus server by URI, rather than a milvus-lite data file."""
+        return self.milvus_target.startswith(MILVUS_SERVER_SCHEMES)
 
     @property
     def milvus_target(self) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,11 +25,25 @@ _HEADER = struct.Struct("<BHHIIq")  # version, ring length, watermark count, app
 _WATERMARK = struct.Struct("<BHq")  # topic number, partition, offset
 
 
+class Step(NamedTuple):
+    """One event as the state sees it. Indices are the model's (1-based); `topic` numbers the source
+    topic (its scenario's index) for the (topic, partition) offset watermark."""
+
+    event_id: str
+    item_id: str
+    action: int
+    scen: int
+    ts: int
+    topic: int
+    partition: int
+    offset: int
+
+
 class Outcome(StrEnum):
     APPLIED = "applied"
     LATE = "late"  # applied, but older than the newest event seen for the user (see ViewState.update)
     REDELIVERED = "redelivered"  # offset at or below the partition watermark: already applied
-    DUPLICATE = "duplicate"  # same event_id as one of the user's last L events
+    DUPLICATE = "duplicate"  # same event_id as one of the user's last L events, or earlier in its micro-batch
 
 
 def event_hash(event_id: str) -> int:
@@ -48,40 +63,47 @@ class UserState:
     def empty(cls, n_views: int, dim: int) -> UserState:
         return cls(np.zeros(0, RING), [], ViewState.empty(n_views, dim))
 
-    def apply(
-        self,
-        layout: ViewLayout,
-        max_len: int,
-        event_id: str,
-        item_id: str,
-        item_vec: np.ndarray,
-        action: int,
-        scen: int,
-        ts: int,
-        topic: int,
-        partition: int,
-        offset: int,
-    ) -> Outcome:
-        """Apply one event unless it was applied before. Indices are the model's (1-based); `topic`
-        numbers the source topic (its scenario's index), for the (topic, partition) offset watermark."""
-        source = (topic, partition)
-        if offset <= self.watermarks.get(source, -1):
-            self.skipped += 1
-            return Outcome.REDELIVERED
-        self.watermarks[source] = offset
-        h = event_hash(event_id)
-        if (self.ring["hash"] == h).any():
-            self.skipped += 1
-            return Outcome.DUPLICATE
-        late = ts < self.views.last_ts
-        self.views.update(layout, item_vec, action, scen, ts)
-        self.applied += 1
-        ring = np.append(self.ring, np.array([(ts, h, action, scen)], RING))
-        items = [*self.items, item_id]
-        order = np.lexsort((ring["hash"], ring["ts"]))[-max_len:]
-        self.ring = ring[order]
-        self.items = [items[i] for i in order]
-        return Outcome.LATE if late else Outcome.APPLIED
+    def apply(self, layout: ViewLayout, max_len: int, step: Step, item_vec: np.ndarray) -> Outcome:
+        """One event; see apply_many."""
+        return self.apply_many(layout, max_len, [step], item_vec[None, :])[0]
+
+    def apply_many(self, layout: ViewLayout, max_len: int, steps: list[Step], item_vecs: np.ndarray) -> list[Outcome]:
+        """The user's events of one micro-batch, in arrival order (`item_vecs` aligned with `steps`): each
+        applied unless it was before (offset at or below its partition's watermark, or an event id among
+        the last L or earlier in this batch); the views advance once for all of them."""
+        outcomes: list[Outcome] = []
+        seen = set(self.ring["hash"].tolist())
+        newest = self.views.last_ts
+        take: list[int] = []
+        hashes: list[int] = []
+        for k, s in enumerate(steps):
+            source = (s.topic, s.partition)
+            if s.offset <= self.watermarks.get(source, -1):
+                outcomes.append(Outcome.REDELIVERED)
+                continue
+            self.watermarks[source] = s.offset
+            h = event_hash(s.event_id)
+            if h in seen:
+                outcomes.append(Outcome.DUPLICATE)
+                continue
+            seen.add(h)
+            outcomes.append(Outcome.LATE if s.ts < newest else Outcome.APPLIED)
+            newest = max(newest, s.ts)
+            take.append(k)
+            hashes.append(h)
+        self.skipped += len(steps) - len(take)
+        if take:
+            kept = [steps[k] for k in take]
+            new = np.array([(s.ts, h, s.action, s.scen) for s, h in zip(kept, hashes, strict=True)], RING)
+            self.views.update_many(layout, item_vecs[take], new["action"].astype(np.int64),
+                                   new["scen"].astype(np.int64), new["ts"])
+            self.applied += len(take)
+            ring = np.concatenate([self.ring, new])
+            items = [*self.items, *(s.item_id for s in kept)]
+            order = np.lexsort((ring["hash"], ring["ts"]))[-max_len:]
+            self.ring = ring[order]
+            self.items = [items[i] for i in order]
+        return outcomes
 
     def interactions_bytes(self) -> bytes:
         """What the user did: the buffer, the applied count and the watermarks. Unlike the views,

@@ -18,6 +18,7 @@ import numpy as np
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
 from streams.metrics import milvus_call
+from streams.settings import MILVUS_SERVER_SCHEMES
 
 ITEMS, USERS = "items", "user_interests"
 INDEX = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
@@ -53,7 +54,7 @@ def _call(operation: str) -> Iterator[None]:
 
 
 def connect(target: str) -> MilvusClient:
-    if not target.startswith(("http://", "https://", "tcp://", "unix:")):
+    if not target.startswith(MILVUS_SERVER_SCHEMES):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     try:
         return MilvusClient(target)
@@ -141,8 +142,9 @@ class VectorStore:
         """Top `limit` items by inner product for each row of `vectors`, in one call."""
         if len(vectors) == 0:
             return []
-        with _call("search"):
+        with _call("search"):  # only the key as output: [] has milvus-lite build every field of every hit
             hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
-                                      anns_field="vector", search_params=SEARCH_PARAMS, output_fields=[],
+                                      anns_field="vector", search_params=SEARCH_PARAMS, output_fields=["item_id"],
                                       timeout=self.timeout)
-        return [[(h["item_id"], float(h["distance"])) for h in row] for row in hits]
+        # ids and distances in bulk: indexing a hit decodes it field by field (~20 µs a hit in pymilvus 3)
+        return [list(zip(row.ids, map(float, row.distances), strict=True)) for row in hits]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from models.views import ViewLayout
 from streams.rank import rerank
-from streams.state import Outcome, UserState
+from streams.state import Outcome, Step, UserState
 
 LAYOUT = ViewLayout.build(("home", "search", "video"), 24.0, 180.0)
 DIM, L = 8, 5
@@ -14,8 +14,11 @@ VECS = np.random.default_rng(0).normal(size=(20, DIM)).astype(np.float32)
 
 
 def apply(st_: UserState, n: int, ts: int, topic: int = 1, partition: int = 0, offset: int | None = None) -> Outcome:
-    return st_.apply(LAYOUT, L, f"e{n}", f"i{n % 20}", VECS[n % 20], 1 + n % 5, 1 + n % 3, ts, topic, partition,
-                     n if offset is None else offset)
+    return st_.apply(LAYOUT, L, step(n, ts, topic, partition, offset), VECS[n % 20])
+
+
+def step(n: int, ts: int, topic: int = 1, partition: int = 0, offset: int | None = None) -> Step:
+    return Step(f"e{n}", f"i{n % 20}", 1 + n % 5, 1 + n % 3, ts, topic, partition, n if offset is None else offset)
 
 
 def test_redelivered_and_duplicate_events_are_skipped():
@@ -25,6 +28,18 @@ def test_redelivered_and_duplicate_events_are_skipped():
     assert apply(s, 1, 1000, offset=7) == Outcome.DUPLICATE  # same event id, new offset
     assert apply(s, 2, 500, offset=8) == Outcome.LATE
     assert (s.applied, s.skipped) == (2, 2)
+
+
+def test_a_micro_batch_ends_where_event_by_event_ends():
+    rng = np.random.default_rng(4)
+    steps = [step(n, 1000 * n + int(rng.integers(-3000, 3000)), partition=n % 2) for n in range(30)]
+    steps += [steps[3], step(28, 28_000, offset=99)]  # a redelivery and a duplicate of a recent event, both in it
+    one, batch = UserState.empty(LAYOUT.n, DIM), UserState.empty(LAYOUT.n, DIM)
+    expected = [one.apply(LAYOUT, L, s, VECS[int(s.event_id[1:]) % 20]) for s in steps]
+    got = batch.apply_many(LAYOUT, L, steps, VECS[[int(s.event_id[1:]) % 20 for s in steps]])
+    assert got == expected and Outcome.LATE in got and got[-2:] == [Outcome.REDELIVERED, Outcome.DUPLICATE]
+    assert batch.interactions_bytes() == one.interactions_bytes() and batch.skipped == one.skipped == 2
+    np.testing.assert_allclose(batch.views.mean, one.views.mean, atol=1e-5)
 
 
 def test_bytes_round_trip_exactly():

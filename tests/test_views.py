@@ -44,6 +44,21 @@ def test_online_recursion_equals_closed_form():
     assert np.all(st.mean[st.count == 0] == 0)
 
 
+def test_micro_batches_of_any_size_give_the_event_by_event_state():
+    rng = np.random.default_rng(2)
+    layout = ViewLayout.build(SCENS, short_tau_hours=6, long_tau_days=30)
+    table = rng.normal(size=(41, 16)).astype(np.float32)
+    items, actions, scens, ts = random_history(rng, 80, 40)
+    one_by_one = online(layout, table, items, actions, scens, ts)
+    batched = ViewState.empty(layout.n, table.shape[1])
+    cuts = np.sort(rng.choice(np.arange(1, 80), 9, replace=False))
+    for sl in np.split(np.arange(80), cuts):  # chunks of 1 to ~30 events, the late one among them
+        batched.update_many(layout, table[items[sl]], actions[sl], scens[sl], ts[sl])
+    np.testing.assert_allclose(batched.mean, one_by_one.mean, atol=1e-5)
+    np.testing.assert_allclose(batched.log_w, one_by_one.log_w, rtol=1e-9)
+    assert np.array_equal(batched.count, one_by_one.count) and batched.last_ts == one_by_one.last_ts
+
+
 def test_training_windows_reproduce_the_online_state_at_every_position():
     rng = np.random.default_rng(1)
     cfg = ModelConfig(n_items=30, scenarios=SCENS, dim=16, heads=2, max_len=8, short_tau_hours=6, long_tau_days=30)

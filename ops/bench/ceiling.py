@@ -4,22 +4,25 @@ Same broker, same partitions, same Tansu workarounds, same message bytes as the 
 what Faust itself costs per event on this machine, so the worker's throughput can be read as a
 ratio of it. Started by `ops.bench.e2e` as
 
-    IU_KAFKA_BOOTSTRAP=host:port python -m ops.bench.ceiling worker --without-web -l warning
+    IU_KAFKA_BOOTSTRAP=host:port python -m ops.bench.ceiling worker --without-web -l warn
 """
 
 from __future__ import annotations
 
 import faust
 
-from streams.app import broker_options
+from streams.app import broker_options, tune_transport
 from streams.settings import Settings
 
+APP_ID = "iu-bench-ceiling"
 SOURCES = tuple(f"bench.ceiling.{s}" for s in Settings().scenarios)
 SINK = "bench.ceiling.out"
+ASSIGNOR = f"{APP_ID}-__assignor-__leader"  # Faust's own; Tansu would auto-create it with 4 partitions
 
 settings = Settings.from_env()
+settings.state_dir.mkdir(parents=True, exist_ok=True)
 app = faust.App(
-    "iu-bench-ceiling",
+    APP_ID,
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",
     datadir=str(settings.state_dir / "ceiling"),
@@ -29,6 +32,7 @@ app = faust.App(
     value_serializer="raw",
     **broker_options(settings),
 )
+tune_transport(app, settings)
 source = app.topic(*SOURCES, key_type=bytes, value_type=bytes)
 sink = app.topic(SINK, key_type=bytes, value_type=bytes)
 

@@ -17,14 +17,12 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from confluent_kafka import Consumer
 
 from models.data.contract import Event, read_events, read_items
 from ops.bench import ceiling
+from ops.bench.report import emit, machine
 from streams.app import prepare_topics
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.cli.datasets import resolve
@@ -40,7 +39,6 @@ from streams.settings import Settings
 from streams.supervise import WorkerProcess
 from streams.topics import RECOMMENDATIONS
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 YEAR_MS = 365 * 86_400_000
 
 
@@ -98,6 +96,7 @@ def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProce
     latency = [json.loads(v) for v in recs.values[seen:seen + lists]]
     ms = np.array([r["emitted_ts"] - r["ingest_ts"] for r in latency], float)
     p50, p95, p99 = (np.percentile(ms, [50, 95, 99]) if len(ms) else (np.nan,) * 3)
+    print(f"{name}: {len(events):,} events in {elapsed:.1f} s, p99 {p99:.0f} ms", file=sys.stderr)  # progress
     return {"phase": name, "offered_per_s": rate or None, "events": len(events), "seconds": round(elapsed, 2),
             "events_per_s": round(len(events) / elapsed), "lists_per_s": round(lists / elapsed),
             "latency_ms_p50": round(float(p50)), "latency_ms_p95": round(float(p95)),
@@ -106,11 +105,13 @@ def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProce
 
 def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float) -> dict:
     settings = Settings.from_env(env)
-    create_topics(bootstrap, {**{t: settings.partitions for t in ceiling.SOURCES}, ceiling.SINK: settings.partitions})
+    create_topics(bootstrap, {**{t: settings.partitions for t in ceiling.SOURCES}, ceiling.SINK: settings.partitions,
+                              ceiling.ASSIGNOR: 1})
     out = Collector(bootstrap, ceiling.SINK)
     out.start()
-    proc = subprocess.Popen([sys.executable, "-m", "ops.bench.ceiling", "worker", "--without-web", "-l", "warning"],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = settings.state_dir.parent / "ceiling.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ops.bench.ceiling", "worker", "--without-web", "-l", "warn"],
+                            env={**os.environ, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         prod = producer(bootstrap)
         topic = dict(zip(Settings().scenarios, ceiling.SOURCES, strict=True))
@@ -118,7 +119,7 @@ def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], 
         deadline = time.monotonic() + 120
         while not out.values:  # until the agent has joined its group and forwards
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the ceiling agent did not start")
+                raise RuntimeError(f"the ceiling agent did not start:\n{log.read_text()[-3000:]}")
             prod.produce(topic[warm.scenario], key=warm.user_id.encode(), value=event_json(warm))
             prod.flush(5)
             time.sleep(1)
@@ -167,9 +168,7 @@ def run(args: argparse.Namespace) -> dict:
         recs.stopping.set()
         rows.append(framework_ceiling(broker.bootstrap, env, list(itertools.islice(source, flat)), 900))
     ours, top = rows[-2]["events_per_s"], rows[-1]["events_per_s"]
-    return {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-                       f"Python {platform.python_version()}",
-            "model": str(model), "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
+    return {"machine": f"{machine()}; model {model}", "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
             "state_bytes_per_user": round(state_per_user), "ratio_to_ceiling": round(ours / top, 3)}
 
 
@@ -193,15 +192,11 @@ def main() -> int:
     ap.add_argument("--flat-events", type=int, default=60_000, help="events published flat out (and to the ceiling)")
     ap.add_argument("--model", default="", help="model folder (default: IU_MODEL)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ap.add_argument("--record", action="store_true", help=f"append a dated section to {RESULTS}")
+    ap.add_argument("--record", action="store_true", help="append a dated section to ops/bench/RESULTS.md")
     args = ap.parse_args()
     result = run(args)
-    print(json.dumps(result) if args.json else f"{result['machine']}; model {result['model']}\n{table(result)}")
-    if args.record:
-        with RESULTS.open("a") as f:
-            f.write(f"\n## {datetime.now(UTC):%Y-%m-%d} — e2e bench (`python -m ops.bench.e2e"
-                    f"{' --quick' if args.quick else ''}`)\n\n{result['machine']}; model {result['model']}.\n\n"
-                    f"{table(result)}\n")
+    emit(result, table(result), as_json=args.json, record=args.record, title="e2e bench",
+         command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''}")
     return 0
 
 

@@ -27,7 +27,7 @@ RESULT = VENV.parent / "recbole-result.json"
 PINS = ["numpy<2", "pandas==2.2.*", "scipy==1.14.*", "scikit-learn==1.5.*", "setuptools<81", "colorlog==4.7.2",
         "colorama==0.4.4", "pyyaml", "tensorboard", "thop", "tabulate", "plotly", "texttable", "psutil", "tqdm"]
 
-RUNNER = textwrap.dedent("""
+PRELUDE = textwrap.dedent("""
     # recbole.quick_start imports ray at module level; the pipeline below is what it runs.
     import json, sys
     import numpy as np
@@ -41,6 +41,33 @@ RUNNER = textwrap.dedent("""
     from recbole.trainer import Trainer
     from recbole.utils import init_logger, init_seed
     config = Config(model="SASRec", dataset="ml-100k", config_dict=json.loads(sys.argv[1]))
+""")
+
+# Forward only, the peer of ops.bench.encoder: SASRec built on ml-100k (1,683 item ids, the size of
+# ours), eval mode, full-length sequences, timed by the same helper as our encoder.
+FORWARD = PRELUDE + textwrap.dedent("""
+    import torch
+    from ops.bench.timing import rate
+    args = json.loads(sys.argv[2])
+    dev = torch.device(config["device"])
+    model = SASRec(config, create_dataset(config)).to(dev).eval()
+    rows = []
+    for dtype in (("fp32", "bf16") if dev.type == "cuda" else ("fp32",)):
+        for batch in args["batches"]:
+            gen = torch.Generator().manual_seed(0)
+            seq = torch.randint(1, model.n_items, (batch, config["MAX_ITEM_LIST_LENGTH"]), generator=gen).to(dev)
+            lengths = torch.full((batch,), config["MAX_ITEM_LIST_LENGTH"], device=dev)
+            autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+            @torch.inference_mode()
+            def forward(seq=seq, lengths=lengths, autocast=autocast):
+                with autocast:
+                    model(seq, lengths)
+            rows.append({"device": dev.type, "dtype": dtype, "batch": batch,
+                         "forward_seq_s": rate(forward, batch, dev, args["min_s"])})
+    print("RESULT " + json.dumps(rows))
+""")
+
+RUNNER = PRELUDE + textwrap.dedent("""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
@@ -74,26 +101,42 @@ def dataset_dir(py: Path) -> Path:
     return Path(out) / "dataset_example"
 
 
-def run_recbole(py: Path, epochs: int, seed: int, gpu: bool) -> dict:
-    cfg = {
+def sasrec_config(py: Path, gpu: bool, **overrides: object) -> dict:
+    """SASRec the size of our encoder (d=64, 2 layers, 2 heads, L=50) on RecBole's own ml-100k."""
+    return {
         "data_path": str(dataset_dir(py)), "checkpoint_dir": "saved", "use_gpu": gpu,
-        "seed": seed, "reproducibility": True, "show_progress": False, "epochs": epochs, "stopping_step": 10,
+        "reproducibility": True, "show_progress": False, "stopping_step": 10,
         "train_batch_size": 2048, "learning_rate": 0.001, "train_neg_sample_args": None, "loss_type": "CE",
         "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 50,
         "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
         "metrics": ["Hit", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
+        **overrides,
     }
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    work = VENV.parent / "recbole-run"  # RecBole writes log/ and log_tensorboard/ into its cwd
+
+
+def run_in_venv(py: Path, script: str, *args: object) -> object:
+    """Run `script` under RecBole's interpreter; its answer is the stdout line after `RESULT `."""
+    root = str(Path(__file__).resolve().parents[2])  # ops.bench.timing is importable there, nothing else of ours
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": root}
+    work = (VENV.parent / "recbole-run").absolute()  # RecBole writes log/ and log_tensorboard/ into its cwd
     work.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(py), "-c", RUNNER, json.dumps(cfg)], stdout=subprocess.PIPE, text=True, env=env,
-                          cwd=work)  # RecBole's epoch log goes to stderr, i.e. the terminal: progress
+    proc = subprocess.run([str(py), "-c", script, *(json.dumps(a) for a in args)], stdout=subprocess.PIPE,
+                          text=True, env=env, cwd=work)  # RecBole's log goes to stderr, i.e. the terminal: progress
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"RecBole failed:\n{proc.stdout[-3000:]}")
     return json.loads(line[len("RESULT "):])
+
+
+def run_recbole(py: Path, epochs: int, seed: int, gpu: bool) -> dict:
+    return run_in_venv(py, RUNNER, sasrec_config(py, gpu, seed=seed, epochs=epochs))
+
+
+def forward_rates(py: Path, batches: list[int], min_s: float, gpu: bool) -> list[dict]:
+    """SASRec forward sequences/s at each batch size (fp32, and bf16 on CUDA)."""
+    return run_in_venv(py, FORWARD, sasrec_config(py, gpu, seed=0), {"batches": batches, "min_s": min_s})
 
 
 def run_ours(model_dir: Path, keep_history: bool) -> dict:

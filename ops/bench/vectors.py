@@ -10,21 +10,18 @@ catalogs (random unit vectors, d=64, HNSW as in the product). Each size gets a f
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from ops.bench.report import emit, machine
 from streams.vectors import UserRow, VectorStore, connect
 
 DIM = 64
 LIMIT = 90  # what the worker asks for: 4 * top_k + max_len
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -76,7 +73,7 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=2048, help="searches and user upserts per size")
     ap.add_argument("--batch", type=int, default=256, help="rows per batched call (the worker's micro-batch)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ap.add_argument("--record", action="store_true", help=f"append a dated section to {RESULTS}")
+    ap.add_argument("--record", action="store_true", help="append a dated section to ops/bench/RESULTS.md")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     results = []
@@ -85,16 +82,9 @@ def main() -> int:
             client = connect(str(Path(tmp) / f"{n}.db"))
             results.append(bench_size(VectorStore(client, DIM), n, args.queries, args.batch, rng))
             client.close()
-    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    backend = "milvus-lite (in process)"
-    if args.json:
-        print(json.dumps({"machine": machine, "backend": backend, "rows": results}))
-    else:
-        print(f"{machine}; {backend}; d={DIM}, limit={LIMIT}, HNSW\n{table(results)}")
-    if args.record:
-        with RESULTS.open("a") as f:
-            f.write(f"\n## {datetime.now(UTC):%Y-%m-%d} — vectors bench (`python -m ops.bench.vectors`)\n\n"
-                    f"{machine}; {backend}; d={DIM}, limit={LIMIT}, HNSW.\n\n{table(results)}\n")
+    result = {"machine": f"{machine()}; milvus-lite in process; d={DIM}, limit={LIMIT}, HNSW", "rows": results}
+    emit(result, table(results), as_json=args.json, record=args.record, title="vectors bench",
+         command="python -m ops.bench.vectors")
     return 0
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data prometheus test lint demo train bench-encoder bench-recbole clean
+.PHONY: setup data prometheus test lint demo train bench bench-e2e bench-vectors bench-encoder bench-recbole clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ lint: setup
 # Broker, milvus-lite, a model (trained first if missing), a worker, a replay of ml-100k, a summary.
 demo: setup
 	$(BIN)/iu demo
+
+# Benchmarks (not timed tests): each prints a table; add --record to append it to ops/bench/RESULTS.md.
+bench: bench-e2e bench-vectors bench-encoder
+
+bench-e2e: data
+	$(BIN)/python -m ops.bench.e2e
+
+bench-vectors: setup
+	$(BIN)/python -m ops.bench.vectors
 
 bench-encoder: setup
 	$(BIN)/python -m ops.bench.encoder

@@ -39,6 +39,16 @@ def pad_windows(histories: list[UserSeq], max_len: int) -> dict[str, np.ndarray]
     return out
 
 
+@torch.inference_mode()
+def top_inner_product(table: torch.Tensor, queries: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-`limit` rows of `table` by inner product with each query, best first: (rows, scores),
+    each (B, limit). One matmul and one topk on the table's device: exact, and at catalog sizes a
+    worker holds anyway cheaper than an ANN round trip (ops/bench/vectors.py)."""
+    q = torch.as_tensor(queries, dtype=torch.float32, device=table.device)
+    top = torch.topk(q @ table.T, min(limit, table.shape[0]), dim=1)
+    return top.indices.cpu().numpy(), top.values.float().cpu().numpy()
+
+
 class InterestEncoder:
     def __init__(self, model: MultiViewModel, device: torch.device | None = None, model_version: str = "") -> None:
         self.device = device or best_device()
@@ -91,14 +101,10 @@ class InterestEncoder:
         out = self.model.text_proj(torch.as_tensor(text_vecs, dtype=torch.float32, device=self.device))
         return out.float().cpu().numpy()
 
-    @torch.inference_mode()
     def top_items(self, users: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`limit` table rows by inner product with each user vector (row 0, padding, never):
-        rows (B, limit) and scores (B, limit), best first."""
-        q = torch.as_tensor(users, dtype=torch.float32, device=self.device)
-        scores = q @ self._table_t[1:].T
-        top = torch.topk(scores, min(limit, scores.shape[1]), dim=1)
-        return (top.indices + 1).cpu().numpy(), top.values.float().cpu().numpy()
+        """Exact top-`limit` table rows for each user vector (row 0, padding, never): rows and scores."""
+        rows, scores = top_inner_product(self._table_t[1:], users, limit)
+        return rows + 1, scores
 
     def add_items(self, vectors: np.ndarray) -> np.ndarray:
         """Append item vectors to the table (catalog items published after training); their indices."""

@@ -30,11 +30,16 @@ def online(layout, table, items, actions, scens, ts):
     return st
 
 
-def test_online_recursion_equals_closed_form():
-    rng = np.random.default_rng(0)
+def a_user(seed: int):
+    """A layout, an item table and an 80-event history with a long gap and a late event."""
+    rng = np.random.default_rng(seed)
     layout = ViewLayout.build(SCENS, short_tau_hours=6, long_tau_days=30)
     table = rng.normal(size=(41, 16)).astype(np.float32)
-    items, actions, scens, ts = random_history(rng, 80, 40)
+    return rng, layout, table, *random_history(rng, 80, 40)
+
+
+def test_online_recursion_equals_closed_form():
+    _, layout, table, items, actions, scens, ts = a_user(0)
     st = online(layout, table, items, actions, scens, ts)
     cf = closed_form(layout, actions, scens, ts)
     np.testing.assert_allclose(st.mean, cf.weights.T @ table[items], atol=1e-5)
@@ -45,10 +50,7 @@ def test_online_recursion_equals_closed_form():
 
 
 def test_micro_batches_of_any_size_give_the_event_by_event_state():
-    rng = np.random.default_rng(2)
-    layout = ViewLayout.build(SCENS, short_tau_hours=6, long_tau_days=30)
-    table = rng.normal(size=(41, 16)).astype(np.float32)
-    items, actions, scens, ts = random_history(rng, 80, 40)
+    rng, layout, table, items, actions, scens, ts = a_user(2)
     one_by_one = online(layout, table, items, actions, scens, ts)
     batched = ViewState.empty(layout.n, table.shape[1])
     cuts = np.sort(rng.choice(np.arange(1, 80), 9, replace=False))

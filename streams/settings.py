@@ -43,7 +43,7 @@ class Settings:
     web_host: str = "127.0.0.1"  # the worker's HTTP interface binds here
     web_port: int = 6066  # the worker's HTTP port
     batch_size: int = 256  # most events in one micro-batch
-    batch_wait_ms: int = 20  # longest wait to fill a micro-batch (latency against CPU per event)
+    batch_wait_ms: int = 50  # longest wait to fill a micro-batch (latency against CPU per event)
     top_k: int = 10  # recommendations per user
     diversity: float = 0.2  # MMR weight of diversity against relevance, 0..1 (0: rank by relevance only)
     quality_window: int = 1000  # trials in the rolling online hit rate (per scenario and recommender)

@@ -40,6 +40,10 @@ class Catalog:
     def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         return {i: self.vector(i) for i in ids}
 
+    def matrix(self, ids: list[str]) -> np.ndarray:
+        """The items' vectors as rows of one array, in one indexing of the table."""
+        return self.encoder.table[[self.index[i] for i in ids]]
+
     def search(self, users: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
         """Exact top-`limit` (item id, inner product) for each user vector, over every item known here:
         what a Milvus search returns, without leaving the process."""

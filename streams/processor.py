@@ -133,9 +133,9 @@ class Processor:
             for uid, ns in by_user.items():
                 st = states[uid] = self.load_state(stored.get(uid))
                 steps = [self._step(*valid[n]) for n in ns]
-                rows = [self.catalog.index[valid[n][1].item_id] for n in ns]
-                for n, outcome in zip(ns, st.apply_many(self.encoder.layout, self.encoder.cfg.max_len, steps,
-                                                        self.encoder.table[rows]), strict=True):
+                vecs = self.catalog.matrix([s.item_id for s in steps])
+                for n, outcome in zip(ns, st.apply_many(self.encoder.layout, self.encoder.cfg.max_len, steps, vecs),
+                                      strict=True):
                     outcomes[n] = outcome
                     if outcome in (Outcome.APPLIED, Outcome.LATE):
                         triggers[uid] = valid[n]

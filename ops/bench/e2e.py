@@ -85,8 +85,8 @@ def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProce
           timeout: float) -> dict:
     """Publish `events` at `rate` (0: flat out) and wait until the worker has consumed them."""
     assert worker.proc is not None
-    target = worker.get("/stats").get("events_in", 0) + len(events)
-    lists_before, seen = worker.get("/stats").get("recommendations_out", 0), len(recs.values)
+    before, seen = worker.get("/stats"), len(recs.values)
+    target, lists_before = before.get("events_in", 0) + len(events), before.get("recommendations_out", 0)
     cpu0, t0 = cpu_seconds(worker.proc.pid), time.time()
     publish(prod, event_messages(events), rate=rate, total=len(events), progress=False)
     stats = worker.wait_for(lambda s: s.get("events_in", 0) >= target, timeout, f"{name}: {len(events)} events")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from models.data.contract import Item
 from streams import metrics
 from streams.broker import create_topics
 from streams.decode import Rejected, decode_item
+from streams.delivery import delivered, exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
@@ -114,47 +116,64 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     async def offload(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    async def dead_letter(letters: list[DeadLetter]) -> None:
+    async def dead_letter(letters: list[DeadLetter]) -> list[Awaitable[object]]:
+        sent = []
         for d in letters:
-            await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers())
+            sent.append(await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers()))
             metrics.DEAD_LETTERS.labels(d.reason.value).inc()
+        return sent
+
+    async def update_batch(stream: faust.StreamT, batch: Sequence[faust.types.EventT]) -> None:
+        records = [_record(e) for e in batch]
+        stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
+        result = await offload(processor.process, records, stored)
+        sent: list[Awaitable[object]] = []
+        with metrics.stage("table"):
+            # The RocksDB store files a write under the partition of the event being processed,
+            # which a batch does not have: each user's write runs as that user's last event.
+            # Store and changelog are written apart (what `table[key] = raw` does) to keep the send.
+            last, current = {e.message.key: e for e in batch}, stream.current_event
+            for uid, raw in result.states.items():
+                key = uid.encode()
+                stream._set_current_event(last[key])  # private: Faust has no public setter
+                table.data[key] = raw
+                sent.append(table.send_changelog(None, key, raw))
+            stream._set_current_event(current)  # the take buffer reads it back
+        with metrics.stage("produce"):
+            for key, value in result.recommendations:
+                sent.append(await recommendations.send(key=key, value=value))
+            sent += await dead_letter(result.dead_letters)
+            for d in monitor.observe(result, len(records)):
+                sent.append(await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode()))
+        with metrics.stage("deliver"):
+            await delivered(sent, settings.delivery_timeout_s)
+        for r in records:
+            processed[TP(r.topic, r.partition)] = r.offset + 1
+        stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
+                             "withheld": result.withheld, "batches": 1, **result.outcomes})
 
     @app.agent(events)
     async def update_interests(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_ms / 1000):
-            records = [_record(e) for e in batch]
-            stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
-            result = await offload(processor.process, records, stored)
-            with metrics.stage("table"):
-                # The RocksDB store files a write under the partition of the event being processed,
-                # which a batch does not have: each user's write runs as that user's last event.
-                last, current = {e.message.key: e for e in batch}, stream.current_event
-                for uid, raw in result.states.items():
-                    key = uid.encode()
-                    stream._set_current_event(last[key])  # private: Faust has no public setter
-                    table[key] = raw
-                stream._set_current_event(current)  # the take buffer reads it back
-            with metrics.stage("produce"):
-                for key, value in result.recommendations:
-                    await recommendations.send(key=key, value=value)
-                await dead_letter(result.dead_letters)
-            for d in monitor.observe(result, len(records)):
-                await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode())
-            for r in records:
-                processed[TP(r.topic, r.partition)] = r.offset + 1
-            stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
-                                 "withheld": result.withheld, "batches": 1, **result.outcomes})
+            try:
+                await update_batch(stream, batch)
+            except Exception as e:  # raising would ack the batch: see exit_uncommitted
+                exit_uncommitted(f"{type(e).__name__}: {e}")
 
     @app.agent(items)
     async def update_catalog(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1024, within=0.2):
-            records = [_record(e) for e in batch]
-            decoded = [(r, decode_item(r.value)) for r in records]
-            good = [it for _, it in decoded if isinstance(it, Item)]
-            if good:
-                await offload(processor.catalog.add, good)
-            await dead_letter([DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)])
-            stats.counts.update({"items_in": len(records), "items_applied": len(good)})
+            try:
+                records = [_record(e) for e in batch]
+                decoded = [(r, decode_item(r.value)) for r in records]
+                good = [it for _, it in decoded if isinstance(it, Item)]
+                if good:
+                    await offload(processor.catalog.add, good)
+                rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
+                await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
+                stats.counts.update({"items_in": len(records), "items_applied": len(good)})
+            except Exception as e:  # as in update_interests
+                exit_uncommitted(f"{type(e).__name__}: {e}")
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def refresh_gauges() -> None:

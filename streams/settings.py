@@ -44,6 +44,7 @@ class Settings:
     web_port: int = 6066  # the worker's HTTP port
     batch_size: int = 256  # most events in one micro-batch
     batch_wait_ms: int = 50  # longest wait to fill a micro-batch (latency against CPU per event)
+    delivery_timeout_s: float = 60.0  # longest wait for a batch's records to be acknowledged; then the worker exits
     top_k: int = 10  # recommendations per user
     diversity: float = 0.2  # MMR weight of diversity against relevance, 0..1 (0: rank by relevance only)
     quality_window: int = 1000  # trials in the rolling online hit rate (per scenario and recommender)
@@ -77,6 +78,7 @@ class Settings:
             "quality_window": self.quality_window >= 1,
             "monitor_users": self.monitor_users >= 1,
             "milvus_timeout_s": self.milvus_timeout_s > 0,
+            "delivery_timeout_s": self.delivery_timeout_s > 0,
             "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,
         }
@@ -91,7 +93,7 @@ class Settings:
 
     @property
     def tansu(self) -> bool:
-        """Apply the Tansu workarounds (see streams/faust_app.py)."""
+        """Apply the Tansu workarounds (see streams/app.py)."""
         return self.broker_profile == "tansu" or (self.broker_profile == "auto" and self.embedded)
 
     @property

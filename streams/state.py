@@ -19,10 +19,13 @@ import numpy as np
 
 from models.views import ViewLayout, ViewState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RING = np.dtype([("ts", "<i8"), ("hash", "<u8"), ("action", "u1"), ("scen", "u1")])
-_HEADER = struct.Struct("<BHHIIq")  # version, ring length, watermark count, applied, skipped, views' last ts
+HASH_BYTES = 6  # of an event id's hash: a false duplicate among the last 50 events is ~2e-13 per event
+_HEADER_V1 = struct.Struct("<BHHIIq")  # version, ring length, watermark count, applied, skipped, views' last ts
+_HEADER = struct.Struct("<BHHIIqB")  # the same, then the byte width of the ring's time deltas
 _WATERMARK = struct.Struct("<BHq")  # topic number, partition, offset
+_ROUNDING_BITS = 13  # float32 mantissa bits float16 drops
 
 
 class Step(NamedTuple):
@@ -47,7 +50,7 @@ class Outcome(StrEnum):
 
 
 def event_hash(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=HASH_BYTES).digest(), "little")
 
 
 @dataclass
@@ -113,38 +116,98 @@ class UserState:
         return self.ring.tobytes() + "\x1f".join(self.items).encode() + self.applied.to_bytes(8, "little") + marks
 
     def to_bytes(self) -> bytes:
-        v = self.views
+        """Format 2, ~1.9 KB at L=50, d=64, 9 views (format 1 was ~3.5 KB): ring times as deltas in the
+        fewest whole bytes that hold the largest, 6-byte event hashes, action and scenario in one byte,
+        view means in float16 with stochastic rounding (see `_to_float16`); all else as before."""
+        v, ring = self.views, self.ring
+        deltas = np.diff(np.append(ring["ts"], v.last_ts)).astype("<u8")  # >= 0: sorted, none after last_ts
+        width = max(1, (int(deltas.max(initial=0)).bit_length() + 7) // 8)
+        if len(ring) and (ring["action"].max() > 15 or ring["scen"].max() > 15):
+            raise ValueError("format 2 packs action and scenario indices into 4 bits each")
         parts = [
-            _HEADER.pack(FORMAT_VERSION, len(self.ring), len(self.watermarks), self.applied, self.skipped, v.last_ts),
-            self.ring.tobytes(),
+            _HEADER.pack(FORMAT_VERSION, len(ring), len(self.watermarks), self.applied, self.skipped, v.last_ts, width),
+            _low_bytes(deltas, width),
+            _low_bytes(ring["hash"], HASH_BYTES),
+            ((ring["action"] << 4) | ring["scen"]).astype("u1").tobytes(),
             "\x1f".join(self.items).encode(),
             b"\x00",
             *(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items())),
             v.log_w.astype("<f8").tobytes(),
             v.count.astype("<u4").tobytes(),
-            v.mean.astype("<f4").tobytes(),
+            _to_float16(v.mean, self.applied).tobytes(),
         ]
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, raw: bytes, n_views: int, dim: int) -> UserState:
-        version, n, n_wm, applied, skipped, last_ts = _HEADER.unpack_from(raw)
+        """Formats 2 and 1 (a changelog written before format 2 still recovers; it is rewritten as 2)."""
+        version = raw[0]
+        if version == 1:
+            return _from_bytes_v1(raw, n_views, dim)
         if version != FORMAT_VERSION:
-            raise ValueError(f"user state format {version}, expected {FORMAT_VERSION}")
+            raise ValueError(f"user state format {version}, expected {FORMAT_VERSION} or 1")
+        _, n, n_wm, applied, skipped, last_ts, width = _HEADER.unpack_from(raw)
         pos = _HEADER.size
-        ring = np.frombuffer(raw, RING, n, pos).copy()
-        pos += n * RING.itemsize
-        end = raw.index(b"\x00", pos)
-        items = raw[pos:end].decode().split("\x1f") if n else []
-        pos = end + 1
-        watermarks = {}
-        for _ in range(n_wm):
-            s, p, o = _WATERMARK.unpack_from(raw, pos)
-            watermarks[(s, p)] = o
-            pos += _WATERMARK.size
-        log_w = np.frombuffer(raw, "<f8", n_views, pos).copy()
-        pos += 8 * n_views
-        count = np.frombuffer(raw, "<u4", n_views, pos).astype(np.int64)
-        pos += 4 * n_views
-        mean = np.frombuffer(raw, "<f4", n_views * dim, pos).reshape(n_views, dim).copy()
-        return cls(ring, items, ViewState(mean, log_w, count, last_ts), watermarks, applied, skipped)
+        ring = np.zeros(n, RING)
+        deltas = _from_low_bytes(raw, pos, n, width).astype(np.int64)
+        ring["ts"] = last_ts - np.cumsum(deltas[::-1])[::-1]
+        pos += n * width
+        ring["hash"] = _from_low_bytes(raw, pos, n, HASH_BYTES)
+        pos += n * HASH_BYTES
+        packed = np.frombuffer(raw, "u1", n, pos)
+        ring["action"], ring["scen"] = packed >> 4, packed & 15
+        pos += n
+        items, watermarks, views, _ = _tail(raw, pos, n, n_wm, n_views, dim, last_ts, "<f2")
+        return cls(ring, items, views, watermarks, applied, skipped)
+
+
+def _low_bytes(values: np.ndarray, width: int) -> bytes:
+    """The `width` low bytes of each unsigned 64-bit value, little-endian."""
+    return values.astype("<u8").view("u1").reshape(-1, 8)[:, :width].tobytes()
+
+
+def _from_low_bytes(raw: bytes, pos: int, n: int, width: int) -> np.ndarray:
+    full = np.zeros((n, 8), "u1")
+    full[:, :width] = np.frombuffer(raw, "u1", n * width, pos).reshape(n, width)
+    return full.view("<u8").ravel()
+
+
+def _to_float16(x: np.ndarray, seed: int) -> np.ndarray:
+    """Stochastic rounding: round-to-nearest would drop an update smaller than half a float16 step,
+    and a heavy user's long-term mean moves by ~1/n per event, so it would stop moving; random
+    rounding is unbiased and lets it drift only by noise. Seeded by the state, so the bytes are a
+    function of the state; a value already in float16 is unchanged (a decoded state re-encodes to
+    the same bytes)."""
+    bits = np.ascontiguousarray(x, "<f4").view("<u4")
+    noise = np.random.default_rng(seed).integers(0, 1 << _ROUNDING_BITS, bits.shape, dtype=np.uint32)
+    rounded = ((bits + noise) & np.uint32(~((1 << _ROUNDING_BITS) - 1) & 0xFFFFFFFF)).view("<f4")
+    return rounded.astype("<f2")
+
+
+def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, dim: int, last_ts: int,
+          mean_dtype: str) -> tuple[list[str], dict[tuple[int, int], int], ViewState, int]:
+    """Items, watermarks and views: laid out alike in formats 1 and 2 but for the means' precision."""
+    end = raw.index(b"\x00", pos)
+    items = raw[pos:end].decode().split("\x1f") if n else []
+    pos = end + 1
+    watermarks = {}
+    for _ in range(n_wm):
+        s, p, o = _WATERMARK.unpack_from(raw, pos)
+        watermarks[(s, p)] = o
+        pos += _WATERMARK.size
+    log_w = np.frombuffer(raw, "<f8", n_views, pos).copy()
+    pos += 8 * n_views
+    count = np.frombuffer(raw, "<u4", n_views, pos).astype(np.int64)
+    pos += 4 * n_views
+    mean = np.frombuffer(raw, mean_dtype, n_views * dim, pos).reshape(n_views, dim).astype(np.float32)
+    pos += np.dtype(mean_dtype).itemsize * n_views * dim
+    return items, watermarks, ViewState(mean, log_w, count, last_ts), pos
+
+
+def _from_bytes_v1(raw: bytes, n_views: int, dim: int) -> UserState:
+    _, n, n_wm, applied, skipped, last_ts = _HEADER_V1.unpack_from(raw)
+    pos = _HEADER_V1.size
+    ring = np.frombuffer(raw, RING, n, pos).copy()
+    ring["hash"] &= np.uint64((1 << 8 * HASH_BYTES) - 1)  # as format 2 and event_hash keep them
+    items, watermarks, views, _ = _tail(raw, pos + n * RING.itemsize, n, n_wm, n_views, dim, last_ts, "<f4")
+    return UserState(ring, items, views, watermarks, applied, skipped)

@@ -157,7 +157,7 @@ class UserState:
         packed = np.frombuffer(raw, "u1", n, pos)
         ring["action"], ring["scen"] = packed >> 4, packed & 15
         pos += n
-        items, watermarks, views, _ = _tail(raw, pos, n, n_wm, n_views, dim, last_ts, "<f2")
+        items, watermarks, views = _tail(raw, pos, n, n_wm, n_views, dim, last_ts, "<f2")
         return cls(ring, items, views, watermarks, applied, skipped)
 
 
@@ -185,7 +185,7 @@ def _to_float16(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, dim: int, last_ts: int,
-          mean_dtype: str) -> tuple[list[str], dict[tuple[int, int], int], ViewState, int]:
+          mean_dtype: str) -> tuple[list[str], dict[tuple[int, int], int], ViewState]:
     """Items, watermarks and views: laid out alike in formats 1 and 2 but for the means' precision."""
     end = raw.index(b"\x00", pos)
     items = raw[pos:end].decode().split("\x1f") if n else []
@@ -200,8 +200,7 @@ def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, dim: int, last_
     count = np.frombuffer(raw, "<u4", n_views, pos).astype(np.int64)
     pos += 4 * n_views
     mean = np.frombuffer(raw, mean_dtype, n_views * dim, pos).reshape(n_views, dim).astype(np.float32)
-    pos += np.dtype(mean_dtype).itemsize * n_views * dim
-    return items, watermarks, ViewState(mean, log_w, count, last_ts), pos
+    return items, watermarks, ViewState(mean, log_w, count, last_ts)
 
 
 def _from_bytes_v1(raw: bytes, n_views: int, dim: int) -> UserState:
@@ -209,5 +208,5 @@ def _from_bytes_v1(raw: bytes, n_views: int, dim: int) -> UserState:
     pos = _HEADER_V1.size
     ring = np.frombuffer(raw, RING, n, pos).copy()
     ring["hash"] &= np.uint64((1 << 8 * HASH_BYTES) - 1)  # as format 2 and event_hash keep them
-    items, watermarks, views, _ = _tail(raw, pos + n * RING.itemsize, n, n_wm, n_views, dim, last_ts, "<f4")
+    items, watermarks, views = _tail(raw, pos + n * RING.itemsize, n, n_wm, n_views, dim, last_ts, "<f4")
     return UserState(ring, items, views, watermarks, applied, skipped)

@@ -39,9 +39,10 @@ def worker_env(bootstrap: str, model: Path, tmp: Path, name: str, **extra: str) 
             "IU_STATE_DIR": str(tmp / f"{name}-faust"), **extra}
 
 
-def wait_applied(worker: WorkerProcess, n: int, timeout: float) -> dict:
-    """Poll the state digest until `n` events are applied in total; then once more after a pause, so
-    an event applied twice (the count going past `n`) would show."""
+def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float) -> dict:
+    """Poll the state digest until all `events` are applied; then once more after a pause, so an event
+    applied twice (the count going past) would show. On timeout, which users are short and by how much."""
+    n = len(events)
     deadline = time.monotonic() + timeout
     digest: dict = {}
     while time.monotonic() < deadline:
@@ -50,7 +51,13 @@ def wait_applied(worker: WorkerProcess, n: int, timeout: float) -> dict:
             time.sleep(3)
             return worker.get("/state/digest")
         time.sleep(0.5)
-    raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\n{worker.tail()}")
+    short = {}
+    for uid, want in sorted(Counter(e.user_id for e in events).items()):
+        got = worker.get(f"/users/{uid}/interest").get("events_applied", 0)
+        if got != want:
+            short[uid] = (got, want)
+    raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\nusers short (applied, "
+                         f"expected): {short}\n{worker.tail()}")
 
 
 @contextmanager
@@ -70,7 +77,7 @@ def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """The state digest of an uninterrupted run over the first N_CRASH ml-100k events."""
     tmp = tmp_path_factory.mktemp("reference")
     with replay(tiny_model, tmp, "ref", ml100k(N_CRASH)) as (_, env), WorkerProcess(env, tmp / "ref.log") as w:
-        return wait_applied(w, N_CRASH, 300)
+        return wait_applied(w, ml100k(N_CRASH), 300)
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -82,7 +89,7 @@ def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, r
         finally:
             first.kill()
         with WorkerProcess(env, tmp_path / "restart.log") as again:
-            after = wait_applied(again, N_CRASH, 300)
+            after = wait_applied(again, ml100k(N_CRASH), 300)
             redelivered = again.get("/stats").get("redelivered", 0)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
@@ -198,7 +205,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_pat
             b.kill()
         try:
             publish(producer(bootstrap), event_messages(halves[1]), progress=False)
-            wait_applied(a, 6000, 300)
+            wait_applied(a, events, 300)
             for uid, n in expected[1].items():
                 assert a.get(f"/users/{uid}/interest")["events_applied"] == n, uid
         finally:

@@ -25,7 +25,7 @@ from models.data.contract import Item
 from streams import metrics
 from streams.broker import create_topics
 from streams.decode import Rejected, decode_item
-from streams.delivery import delivered, exit_uncommitted
+from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
@@ -152,28 +152,25 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
                              "withheld": result.withheld, "batches": 1, **result.outcomes})
 
+    async def update_items(batch: Sequence[faust.types.EventT]) -> None:
+        records = [_record(e) for e in batch]
+        decoded = [(r, decode_item(r.value)) for r in records]
+        good = [it for _, it in decoded if isinstance(it, Item)]
+        if good:
+            await offload(processor.catalog.add, good)
+        rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
+        await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
+        stats.counts.update({"items_in": len(records), "items_applied": len(good)})
+
     @app.agent(events)
     async def update_interests(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_ms / 1000):
-            try:
-                await update_batch(stream, batch)
-            except Exception as e:  # raising would ack the batch: see exit_uncommitted
-                exit_uncommitted(f"{type(e).__name__}: {e}")
+            await or_exit_uncommitted(update_batch(stream, batch))
 
     @app.agent(items)
     async def update_catalog(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1024, within=0.2):
-            try:
-                records = [_record(e) for e in batch]
-                decoded = [(r, decode_item(r.value)) for r in records]
-                good = [it for _, it in decoded if isinstance(it, Item)]
-                if good:
-                    await offload(processor.catalog.add, good)
-                rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
-                await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
-                stats.counts.update({"items_in": len(records), "items_applied": len(good)})
-            except Exception as e:  # as in update_interests
-                exit_uncommitted(f"{type(e).__name__}: {e}")
+            await or_exit_uncommitted(update_items(batch))
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def refresh_gauges() -> None:

@@ -44,3 +44,11 @@ def exit_uncommitted(reason: str) -> NoReturn:
     log.critical("exiting without committing the current batch: %s", reason)
     logging.shutdown()
     os._exit(EXIT_UNCOMMITTED)
+
+
+async def or_exit_uncommitted(work: Awaitable[None]) -> None:
+    """Run one batch's handling; any error ends the worker uncommitted instead of acking the batch."""
+    try:
+        await work
+    except Exception as e:
+        exit_uncommitted(f"{type(e).__name__}: {e}")

@@ -26,6 +26,7 @@ _HEADER_V1 = struct.Struct("<BHHIIq")  # version, ring length, watermark count, 
 _HEADER = struct.Struct("<BHHIIqB")  # the same, then the byte width of the ring's time deltas
 _WATERMARK = struct.Struct("<BHq")  # topic number, partition, offset
 _ROUNDING_BITS = 13  # float32 mantissa bits float16 drops
+_ROUNDING_MASK = np.uint32(0xFFFFFFFF ^ ((1 << _ROUNDING_BITS) - 1))
 
 
 class Step(NamedTuple):
@@ -112,8 +113,11 @@ class UserState:
         """What the user did: the buffer, the applied count and the watermarks. Unlike the views,
         these do not depend on how a user's events on different topics interleaved on arrival (Kafka
         orders a partition, not topics), so any two runs over the same input must agree on them."""
-        marks = b"".join(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items()))
-        return self.ring.tobytes() + "\x1f".join(self.items).encode() + self.applied.to_bytes(8, "little") + marks
+        return (self.ring.tobytes() + "\x1f".join(self.items).encode() + self.applied.to_bytes(8, "little")
+                + self._watermark_bytes())
+
+    def _watermark_bytes(self) -> bytes:
+        return b"".join(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items()))
 
     def to_bytes(self) -> bytes:
         """Format 2, ~1.9 KB at L=50, d=64, 9 views (format 1 was ~3.5 KB): ring times as deltas in the
@@ -131,7 +135,7 @@ class UserState:
             ((ring["action"] << 4) | ring["scen"]).astype("u1").tobytes(),
             "\x1f".join(self.items).encode(),
             b"\x00",
-            *(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items())),
+            self._watermark_bytes(),
             v.log_w.astype("<f8").tobytes(),
             v.count.astype("<u4").tobytes(),
             _to_float16(v.mean, self.applied).tobytes(),
@@ -180,7 +184,7 @@ def _to_float16(x: np.ndarray, seed: int) -> np.ndarray:
     the same bytes)."""
     bits = np.ascontiguousarray(x, "<f4").view("<u4")
     noise = np.random.default_rng(seed).integers(0, 1 << _ROUNDING_BITS, bits.shape, dtype=np.uint32)
-    rounded = ((bits + noise) & np.uint32(~((1 << _ROUNDING_BITS) - 1) & 0xFFFFFFFF)).view("<f4")
+    rounded = ((bits + noise) & _ROUNDING_MASK).view("<f4")
     return rounded.astype("<f2")
 
 

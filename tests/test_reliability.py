@@ -76,20 +76,22 @@ def replay(model: Path, tmp: Path, name: str, events: list[Event], **extra: str)
 def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The state digest of an uninterrupted run over the first N_CRASH ml-100k events."""
     tmp = tmp_path_factory.mktemp("reference")
-    with replay(tiny_model, tmp, "ref", ml100k(N_CRASH)) as (_, env), WorkerProcess(env, tmp / "ref.log") as w:
-        return wait_applied(w, ml100k(N_CRASH), 300)
+    events = ml100k(N_CRASH)
+    with replay(tiny_model, tmp, "ref", events) as (_, env), WorkerProcess(env, tmp / "ref.log") as w:
+        return wait_applied(w, events, 300)
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, tmp_path, store):
-    with replay(tiny_model, tmp_path, "crash", ml100k(N_CRASH), IU_STORE=store) as (_, env):
+    events = ml100k(N_CRASH)
+    with replay(tiny_model, tmp_path, "crash", events, IU_STORE=store) as (_, env):
         first = WorkerProcess(env, tmp_path / "crash.log").start()
         try:
             first.wait_for(lambda s: s.get("events_in", 0) >= N_CRASH // 2, 180, "half the replay consumed")
         finally:
             first.kill()
         with WorkerProcess(env, tmp_path / "restart.log") as again:
-            after = wait_applied(again, ml100k(N_CRASH), 300)
+            after = wait_applied(again, events, 300)
             redelivered = again.get("/stats").get("redelivered", 0)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)

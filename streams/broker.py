@@ -119,7 +119,7 @@ class EmbeddedBroker:
 
 def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
     """Create missing topics with their partition counts; an existing topic with another count is an error."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # the error below says it in one line
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except Exception as e:

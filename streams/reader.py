@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer
 
+from streams.replay import QUIET
 
-def read(bootstrap: str, topic: str, from_beginning: bool = True, idle_timeout: float = 0.0) -> Iterator[bytes]:
+
+def read(bootstrap: str, topic: str, from_beginning: bool = True, idle_timeout: float = 0.0,
+         stop: threading.Event | None = None) -> Iterator[bytes]:
     """Message values, in a consumer group of its own that commits nothing, so every reader sees the
-    whole topic; ends after `idle_timeout` seconds without a message (0: never). Close it when done."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"iu-reader-{time.time_ns()}",
+    whole topic; ends after `idle_timeout` seconds without a message (0: never) or once `stop` is set
+    (another thread's way to end it). Close it when done."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"iu-reader-{time.time_ns()}", "log_level": QUIET,
                   "auto.offset.reset": "earliest" if from_beginning else "latest", "enable.auto.commit": False})
     c.subscribe([topic])
     idle_since = time.monotonic()
     try:
-        while not idle_timeout or time.monotonic() - idle_since < idle_timeout:
+        while (not idle_timeout or time.monotonic() - idle_since < idle_timeout) and not (stop and stop.is_set()):
             msg = c.poll(0.5)
             if msg is not None and not msg.error():
                 idle_since = time.monotonic()

@@ -17,10 +17,13 @@ from tqdm import tqdm
 from models.data.contract import Event, Item
 from streams.topics import ITEMS, events_topic
 
+QUIET = 4  # librdkafka warnings and worse; its info lines ("Disconnected" when a broker stops) are noise here
+
 
 def producer(bootstrap: str) -> Producer:
     return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
-                     "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000})
+                     "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
+                     "log_level": QUIET})
 
 
 def item_json(it: Item) -> bytes:

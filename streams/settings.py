@@ -7,8 +7,9 @@ A bad value fails at start-up with one line naming the variable, not deep in a w
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 PREFIX = "IU_"
 
@@ -20,35 +21,47 @@ class SettingsError(ValueError):
     pass
 
 
+def _opt(default: object, doc: str) -> Any:
+    """A setting with its documentation, which `reference_table` renders for README.md and `iu config`."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Field docs double as the configuration reference."""
+    """One worker's or command's whole configuration; every field is the env var `IU_<NAME>`."""
 
-    data_dir: Path = Path("var/data")  # where data sets are cached (events.csv, items.csv)
-    model_dir: Path = Path("var/models")  # where trained models live, one folder each
-    device: str = "auto"  # torch device for the encoder: auto (CUDA when present), cpu, cuda
-    scenarios: tuple[str, ...] = ("home", "search", "video")  # comma-separated in the env var
-    seed: int = 2020  # default seed for training and synthetic data
-    partitions: int = 4  # partitions of every event topic and of the recommendations topic
-    kafka_bootstrap: str = ""  # host:port of a Kafka cluster; empty: iu starts the embedded Tansu broker
-    broker_profile: str = "auto"  # auto (tansu when embedded, else kafka), tansu or kafka: broker workarounds
-    milvus_uri: str = ""  # a Milvus server (http://host:19530); empty: milvus-lite at var/milvus.db
-    milvus_timeout_s: float = 5.0  # longest wait for one Milvus call before the store counts as down
-    pending_vectors: int = 100_000  # user vectors kept for Milvus while it is down; the oldest go beyond
-    retrieval: str = "auto"  # candidates from: local (exact, worker memory), milvus (ANN), auto (local on milvus-lite)
-    model: str = "ml-100k"  # the model the worker serves: a folder under IU_MODEL_DIR, or a path
-    app_id: str = "interest-updater"  # Faust app id: the consumer group and the prefix of its internal topics
-    store: str = "memory://"  # Faust table store: memory:// (state rebuilt from the changelog) or rocksdb://
-    state_dir: Path = Path("var/faust")  # Faust's local data (RocksDB tables); one per worker on a host
-    web_host: str = "127.0.0.1"  # the worker's HTTP interface binds here
-    web_port: int = 6066  # the worker's HTTP port
-    batch_size: int = 256  # most events in one micro-batch
-    batch_wait_ms: int = 50  # longest wait to fill a micro-batch (latency against CPU per event)
-    delivery_timeout_s: float = 60.0  # longest wait for a batch's records to be acknowledged; then the worker exits
-    top_k: int = 10  # recommendations per user
-    diversity: float = 0.2  # MMR weight of diversity against relevance, 0..1 (0: rank by relevance only)
-    quality_window: int = 1000  # trials in the rolling online hit rate (per scenario and recommender)
-    monitor_users: int = 100_000  # (user, scenario) pairs whose last lists the online evaluation remembers
+    data_dir: Path = _opt(Path("var/data"), "where data sets are cached (`events.csv`, `items.csv`)")
+    state_dir: Path = _opt(Path("var/faust"), "Faust's local data (RocksDB tables); one per worker on a host")
+    model_dir: Path = _opt(Path("var/models"), "where trained models live, one folder each")
+    device: str = _opt("auto", "torch device for the encoder: `auto` (CUDA when present), `cpu`, `cuda`")
+    scenarios: tuple[str, ...] = _opt(("home", "search", "video"),
+                                      "scenarios, comma-separated (must be among the model's)")
+    seed: int = _opt(2020, "default seed for training and synthetic data")
+    partitions: int = _opt(4, "partitions of every event topic, the recommendations topic and the state changelog")
+    kafka_bootstrap: str = _opt("", "`host:port` of a Kafka cluster; empty: `iu` starts the embedded Tansu broker")
+    broker_profile: str = _opt("auto", "`auto` (tansu when embedded, else kafka), `tansu` or `kafka`: "
+                               "which broker workarounds apply")
+    milvus_uri: str = _opt("", "a Milvus server (`http://host:19530`); empty: milvus-lite at `var/milvus.db`")
+    milvus_timeout_s: float = _opt(5.0, "longest wait for one Milvus call before the store counts as down")
+    pending_vectors: int = _opt(100_000, "user vectors kept for Milvus while it is down; the oldest go beyond")
+    retrieval: str = _opt("auto", "where candidates come from: `local` (exact, the worker's item table), `milvus` "
+                          "(ANN search), `auto` (local on milvus-lite, milvus with a server)")
+    model: str = _opt("ml-100k", "the model the worker serves: a folder under `IU_MODEL_DIR`, or a path")
+    app_id: str = _opt("interest-updater", "Faust app id: the consumer group and the prefix of its internal topics")
+    store: str = _opt("memory://", "Faust table store: `memory://` (state rebuilt from the changelog at start) or "
+                      "`rocksdb://` (local RocksDB under `IU_STATE_DIR`, changelog-backed)")
+    web_host: str = _opt("127.0.0.1", "the worker's HTTP interface binds here")
+    web_port: int = _opt(6066, "the worker's HTTP port")
+    batch_size: int = _opt(256, "most events in one micro-batch")
+    batch_wait_ms: int = _opt(50, "longest wait to fill a micro-batch: latency against CPU per event "
+                              "(see ops/bench/RESULTS.md)")
+    delivery_timeout_s: float = _opt(60.0, "longest wait for the broker to acknowledge a batch's records; past it "
+                                     "the worker exits uncommitted (code 75) and is restarted")
+    top_k: int = _opt(10, "recommendations per user")
+    diversity: float = _opt(0.2, "MMR weight of diversity against relevance, 0..1 (0: by relevance only)")
+    quality_window: int = _opt(1000, "trials in the rolling online hit rate (per scenario and recommender)")
+    monitor_users: int = _opt(100_000, "(user, scenario) pairs whose last lists the online evaluation "
+                              "remembers (LRU)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -132,3 +145,21 @@ def _parse(type_name: object, raw: str) -> object:
             raise ValueError("expected a comma-separated list")
         return items
     return raw
+
+
+def env_value(value: object) -> str:
+    """A setting as its env var would spell it."""
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def reference_table(settings: Settings | None = None) -> str:
+    """The configuration reference in Markdown: defaults, or with `settings` the values in force too.
+    README.md embeds the defaults' table and a test keeps the two equal."""
+    head = "| variable | default | meaning |\n|---|---|---|" if settings is None else \
+        "| variable | value | default | meaning |\n|---|---|---|---|"
+    rows = []
+    for f in fields(Settings):
+        default = f"`{env_value(f.default)}`" if env_value(f.default) else "(empty)"
+        now = [] if settings is None else [f"`{env_value(getattr(settings, f.name))}`"]
+        rows.append("| " + " | ".join([f"`{PREFIX}{f.name.upper()}`", *now, default, f.metadata["doc"]]) + " |")
+    return "\n".join([head, *rows])

@@ -165,6 +165,12 @@ class UserState:
         return cls(ring, items, views, watermarks, applied, skipped)
 
 
+def events_applied(raw: bytes) -> int:
+    """The applied count of a stored state (formats 1 and 2 share the header's first fields), read
+    without decoding the rest: what a diagnosis of a changelog needs, record by record."""
+    return _HEADER_V1.unpack_from(raw)[3]
+
+
 def _low_bytes(values: np.ndarray, width: int) -> bytes:
     """The `width` low bytes of each unsigned 64-bit value, little-endian."""
     return values.astype("<u8").view("u1").reshape(-1, 8)[:, :width].tobytes()

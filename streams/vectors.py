@@ -59,7 +59,10 @@ def connect(target: str) -> MilvusClient:
     try:
         return MilvusClient(target)
     except Exception as e:
-        raise VectorStoreError(f"cannot open Milvus at {target}: {e}") from e
+        what = getattr(e, "message", None) or str(e)
+        fix = ("start it, or unset IU_MILVUS_URI to use milvus-lite" if target.startswith(MILVUS_SERVER_SCHEMES)
+               else "is another process using this file? Set IU_MILVUS_URI to another path")
+        raise VectorStoreError(f"cannot open Milvus at {target} ({what}): {fix}") from e
 
 
 class VectorStore:

@@ -1,15 +1,19 @@
 """The `iu` command end to end on a tiny synthetic data set, as a user runs it."""
 
+import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
-import pytest
 from confluent_kafka import Consumer
 
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
+from streams.cli import build_parser
+from streams.settings import Settings
 
 
 def iu(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -36,24 +40,73 @@ def test_synth_train_eval(tmp_path):
     assert out["users"] == 60
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["data", "fetch", "--help"], ["data", "synth", "--help"],
-                                 ["train", "--help"], ["eval", "--help"]])
-def test_help_explains_each_command(cmd):
-    r = iu(*cmd)
-    assert r.returncode == 0 and "usage: iu" in r.stdout
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
+                                                                                         argparse.ArgumentParser]]:
+    """Every (sub)command's parser, depth first, with the words that reach it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from commands(child, (*path, name))
+
+
+def test_help_explains_every_option_with_its_default():
+    parsers = dict(commands(build_parser(Settings())))
+    assert {p[0] for p in parsers if p} >= {"data", "train", "eval", "broker", "worker", "replay", "publish",
+                                            "recs", "demo", "config"}
+    for path, parser in parsers.items():
+        assert parser.description or not path, f"iu {' '.join(path)} has no description"
+        text = " ".join(parser.format_help().split())  # unwrapped
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help, f"iu {' '.join(path)} {action.option_strings or action.dest}: no help"
+            if action.option_strings and action.default is not None:
+                assert f"(default: {action.default})" in text, (path, action.option_strings)
+    r = iu("demo", "--help")  # the installed entry point too, as a user runs it
+    assert r.returncode == 0 and "usage: iu demo" in r.stdout and "(default: 20000)" in r.stdout
+
+
+def fails_with_one_line(r: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    """What a user hits: one line on stderr that names the problem and what to do, a non-zero exit."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == code and len(lines) == 1 and lines[0].startswith("iu: "), (r.returncode, r.stderr[-2000:])
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
 
 
 def test_bad_config_value_is_one_clear_line():
-    r = iu("data", "synth", "--help", env={"IU_SEED": "abc"})
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iu: bad configuration: IU_SEED='abc'")
+    fails_with_one_line(iu("data", "synth", "--help", env={"IU_SEED": "abc"}), "IU_SEED='abc'", code=2)
 
 
 def test_eval_without_model_says_train_first(tmp_path):
-    r = iu("eval", "--model", str(tmp_path / "none"), "--dataset", str(tmp_path))
-    assert r.returncode == 1
-    assert "iu train" in r.stderr
+    fails_with_one_line(iu("eval", "--model", str(tmp_path / "none"), "--dataset", str(tmp_path)), "iu train")
+
+
+def test_worker_without_model_says_train_first(tmp_path):
+    env = {"IU_MODEL": str(tmp_path / "none"), "IU_WEB_PORT": str(free_port()), "IU_STATE_DIR": str(tmp_path)}
+    fails_with_one_line(iu("worker", env=env), "no trained model", "iu train")
+
+
+def test_worker_with_an_unreachable_broker_says_which(tmp_path):
+    bootstrap = f"127.0.0.1:{free_port()}"
+    env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_WEB_PORT": str(free_port())}
+    fails_with_one_line(iu("worker", env=env), bootstrap, "unreachable", "IU_KAFKA_BOOTSTRAP")
+
+
+def test_worker_with_an_unreachable_milvus_says_which(tiny_model, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {"IU_MILVUS_URI": uri, "IU_MODEL": str(tiny_model), "IU_WEB_PORT": str(free_port()),
+           "IU_MILVUS_TIMEOUT_S": "2", "IU_STATE_DIR": str(tmp_path)}
+    fails_with_one_line(iu("worker", env=env), uri, "IU_MILVUS_URI")
+
+
+def test_worker_on_a_port_in_use_says_so(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        fails_with_one_line(iu("worker", env={"IU_WEB_PORT": str(port)}), f"127.0.0.1:{port}", "IU_WEB_PORT")
 
 
 def test_publish_routes_json_lines_by_scenario_and_user():
@@ -82,5 +135,4 @@ def check_publish(broker: str) -> None:
 
 
 def test_replay_without_a_broker_says_what_to_do():
-    r = iu("replay", "--limit", "1", env={"IU_KAFKA_BOOTSTRAP": ""})
-    assert r.returncode == 1 and "IU_KAFKA_BOOTSTRAP" in r.stderr
+    fails_with_one_line(iu("replay", "--limit", "1", env={"IU_KAFKA_BOOTSTRAP": ""}), "IU_KAFKA_BOOTSTRAP")

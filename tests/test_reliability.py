@@ -15,13 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from pymilvus import MilvusClient
 
 from models.data.contract import Event, read_events, read_items
-from streams.app import prepare_topics
+from streams.app import TABLE, prepare_topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
+from streams.state import events_applied
 from streams.supervise import MilvusLiteServer, WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
 
@@ -39,9 +41,35 @@ def worker_env(bootstrap: str, model: Path, tmp: Path, name: str, **extra: str) 
             "IU_STATE_DIR": str(tmp / f"{name}-faust"), **extra}
 
 
-def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float) -> dict:
+def changelog_history(bootstrap: str, users: set[str], timeout: float = 30.0) -> dict[str, list[tuple[int, int, int]]]:
+    """Every state record of `users` in the changelog as (partition, offset, events applied). A short
+    recovery then tells its cause: a count that drops between records is a worker that lost state while
+    running; a complete record the restart did not restore is recovery stopping short."""
+    topic = f"{Settings().app_id}-{TABLE}-changelog"
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{time.time_ns()}", "enable.auto.commit": False})
+    try:
+        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        history: dict[str, list[tuple[int, int, int]]] = {}
+        seen = {p: 0 for p in parts}
+        deadline = time.monotonic() + timeout
+        while any(seen[p] < ends[p] for p in parts) and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            seen[msg.partition()] = msg.offset() + 1
+            if (uid := msg.key().decode()) in users:
+                history.setdefault(uid, []).append((msg.partition(), msg.offset(), events_applied(msg.value())))
+        return history
+    finally:
+        c.close()
+
+
+def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, bootstrap: str | None = None) -> dict:
     """Poll the state digest until all `events` are applied; then once more after a pause, so an event
-    applied twice (the count going past) would show. On timeout, which users are short and by how much."""
+    applied twice (the count going past) would show. On timeout, which users are short and by how much,
+    and (given the broker) their changelog records."""
     n = len(events)
     deadline = time.monotonic() + timeout
     digest: dict = {}
@@ -56,8 +84,9 @@ def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float) -> 
         got = worker.get(f"/users/{uid}/interest").get("events_applied", 0)
         if got != want:
             short[uid] = (got, want)
+    history = changelog_history(bootstrap, set(short)) if bootstrap and short else {}
     raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\nusers short (applied, "
-                         f"expected): {short}\n{worker.tail()}")
+                         f"expected): {short}\nchangelog (partition, offset, applied): {history}\n{worker.tail()}")
 
 
 @contextmanager
@@ -84,14 +113,16 @@ def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, tmp_path, store):
     events = ml100k(N_CRASH)
-    with replay(tiny_model, tmp_path, "crash", events, IU_STORE=store) as (_, env):
+    with replay(tiny_model, tmp_path, "crash", events, IU_STORE=store) as (bootstrap, env):
         first = WorkerProcess(env, tmp_path / "crash.log").start()
         try:
             first.wait_for(lambda s: s.get("events_in", 0) >= N_CRASH // 2, 180, "half the replay consumed")
         finally:
             first.kill()
+        generations = [line for line in (tmp_path / "crash.log").read_text().splitlines() if "generation id" in line]
+        print("the first worker's group generations:", generations)
         with WorkerProcess(env, tmp_path / "restart.log") as again:
-            after = wait_applied(again, events, 300)
+            after = wait_applied(again, events, 300, bootstrap)
             redelivered = again.get("/stats").get("redelivered", 0)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
@@ -207,7 +238,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_pat
             b.kill()
         try:
             publish(producer(bootstrap), event_messages(halves[1]), progress=False)
-            wait_applied(a, events, 300)
+            wait_applied(a, events, 300, bootstrap)
             for uid, n in expected[1].items():
                 assert a.get(f"/users/{uid}/interest")["events_applied"] == n, uid
         finally:

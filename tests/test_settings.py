@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings, SettingsError
+from streams.settings import Settings, SettingsError, reference_table
 
 
 def test_defaults_run_embedded_under_var():
@@ -26,3 +26,10 @@ def test_embedded_profile_follows_the_bootstrap_unless_told():
     assert Settings.from_env({}).tansu
     assert not Settings.from_env({"IU_KAFKA_BOOTSTRAP": "kafka:9092"}).tansu
     assert Settings.from_env({"IU_KAFKA_BOOTSTRAP": "127.0.0.1:1", "IU_BROKER_PROFILE": "tansu"}).tansu
+
+
+def test_readme_configuration_table_is_the_generated_one():
+    readme = Path("README.md").read_text()
+    begin = readme.index("\n", readme.index("<!-- settings:")) + 1
+    assert readme[begin:readme.index("<!-- /settings -->")].strip() == reference_table(), \
+        "README.md's settings table is stale: paste `iu config --defaults` between its markers"

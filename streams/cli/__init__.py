@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from streams.broker import BrokerError
-from streams.cli import broker, data, demo, model, produce, recs, worker
+from streams.cli import broker, config, data, demo, model, produce, recs, worker
 from streams.settings import Settings, SettingsError
 from streams.supervise import WorkerError
 from streams.vectors import VectorStoreError
@@ -23,7 +23,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, broker, worker, produce, recs, demo):
+    for module in (data, model, broker, worker, produce, recs, demo, config):
         module.register(sub, settings, HelpFormatter)
     return parser
 
@@ -40,3 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, BrokerError, VectorStoreError, WorkerError) as e:
         print(f"iu: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # what it started is stopped by then: the context managers unwound
+        print("iu: interrupted", file=sys.stderr)
+        return 130

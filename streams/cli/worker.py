@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from streams.app import build_app, prepare_topics
-from streams.broker import broker_for
+from streams.broker import broker_for, port_open
 from streams.runtime import load_processor
 from streams.settings import Settings
+from streams.supervise import WorkerError
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -28,10 +29,13 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust.worker import Worker  # faust's import is slow; only this command needs it
 
-    processor = load_processor(settings)
+    if port_open(settings.web_host, settings.web_port):
+        raise WorkerError(f"port {settings.web_host}:{settings.web_port} is in use (is a worker running already?): "
+                          "stop what holds it or set IU_WEB_PORT to a free port")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     with broker_for(settings) as bootstrap:
-        prepare_topics(settings, bootstrap)
-        app = build_app(settings, bootstrap, processor)
+        prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
+        app = build_app(settings, bootstrap, load_processor(settings))
         try:
             Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
         except SystemExit as e:

@@ -208,8 +208,10 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
 
     @app.page("/stats")
     async def stats_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # next_offsets: where each event partition stands; one that stops moving while others do is stalled
         return self.json({**stats.as_json(), "users": len(table), "items": len(processor.catalog),
-                          "quality": monitor.summary()})
+                          "quality": monitor.summary(),
+                          "next_offsets": {f"{tp.topic}:{tp.partition}": n for tp, n in sorted(processed.items())}})
 
     async def ranked_for(request: faust.web.Request, user_id: str) -> tuple[Any, str, Any] | dict:
         """The user's state, the target scenario and a fresh ranking; or an error body with its status."""

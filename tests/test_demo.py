@@ -60,8 +60,11 @@ def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IU_")}
     env.update({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
                 "IU_WEB_PORT": str(port), "IU_DATA_DIR": str(Path("var/data").resolve())})
+    # As from a terminal: a shell without job control (CI's, say) starts background jobs with SIGINT
+    # ignored, which Python keeps, and Ctrl-C would never reach the demo.
     demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--events", "50000", "--rate", "200"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the worker consumes: the demo is in its live loop
@@ -82,6 +85,8 @@ def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path):
     finally:
         if demo.poll() is None:
             demo.kill()
+            for pid in processes_with(f"IU_WEB_PORT={port}".encode()):  # a failed test leaves nothing running
+                os.kill(pid, signal.SIGKILL)
     assert demo.returncode == 130, out[-3000:]
     assert "interrupted" in out
     bootstrap = re.search(r"broker (127\.0\.0\.1:\d+)", out)

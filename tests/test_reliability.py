@@ -43,8 +43,9 @@ def worker_env(bootstrap: str, model: Path, tmp: Path, name: str, **extra: str) 
 
 def changelog_history(bootstrap: str, users: set[str], timeout: float = 30.0) -> dict[str, list[tuple[int, int, int]]]:
     """Every state record of `users` in the changelog as (partition, offset, events applied). A short
-    recovery then tells its cause: a count that drops between records is a worker that lost state while
-    running; a complete record the restart did not restore is recovery stopping short."""
+    run then tells its cause: a count that drops between records is a worker that lost state while
+    running; a record ahead of the worker is recovery stopping short; records that end where the worker
+    stands mean the events were never consumed (then the next offsets per partition show which)."""
     topic = f"{Settings().app_id}-{TABLE}-changelog"
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{time.time_ns()}", "enable.auto.commit": False})
     try:
@@ -69,7 +70,7 @@ def changelog_history(bootstrap: str, users: set[str], timeout: float = 30.0) ->
 def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, bootstrap: str | None = None) -> dict:
     """Poll the state digest until all `events` are applied; then once more after a pause, so an event
     applied twice (the count going past) would show. On timeout, which users are short and by how much,
-    and (given the broker) their changelog records."""
+    where the worker stands in each partition, and (given the broker) the short users' changelog records."""
     n = len(events)
     deadline = time.monotonic() + timeout
     digest: dict = {}
@@ -85,8 +86,10 @@ def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, boo
         if got != want:
             short[uid] = (got, want)
     history = changelog_history(bootstrap, set(short)) if bootstrap and short else {}
+    positions = worker.get("/stats").get("next_offsets")
     raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\nusers short (applied, "
-                         f"expected): {short}\nchangelog (partition, offset, applied): {history}\n{worker.tail()}")
+                         f"expected): {short}\nchangelog (partition, offset, applied): {history}\n"
+                         f"next offset per event partition: {positions}\n{worker.tail()}")
 
 
 @contextmanager

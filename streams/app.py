@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -24,6 +25,7 @@ from faust.types import TP
 from models.data.contract import Item
 from streams import metrics
 from streams.broker import create_topics
+from streams.continuity import Continuity
 from streams.decode import Rejected, decode_item
 from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
@@ -31,6 +33,8 @@ from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
 from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, all_topics, events_topic
 from streams.transport import transport
+
+log = logging.getLogger(__name__)
 
 TABLE = "user_state"
 TANSU_FETCH_WAIT_MS = 10  # Tansu holds a fetch for the whole wait: see streams/transport.py
@@ -59,9 +63,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def tune_transport(app: faust.App, settings: Settings) -> None:
-    """The consumer-side Tansu workaround, which Faust has no setting for; call before declaring topics."""
-    if settings.tansu:
-        app.transport = transport(app, TANSU_FETCH_WAIT_MS)
+    """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
+    there; Faust has no setting for either. Call before declaring topics."""
+    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None)
 
 
 @dataclass
@@ -111,7 +115,23 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                       processor.catalog.categories)
     metrics.MODEL.info({"model_version": processor.encoder.model_version, "device": str(processor.encoder.device),
                         "dim": str(processor.dim), "max_len": str(processor.encoder.cfg.max_len)})
-    processed: dict[TP, int] = {}  # next offset to process, per event partition: the lag gauge's baseline
+    continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        continuity.forget(revoked)
+
+    async def refetch(partitions: dict[TP, int], reason: str) -> None:
+        for tp, offset in partitions.items():
+            log.warning("fetching %s:%d again from offset %d (%s): records past it were lost before the agent",
+                        tp.topic, tp.partition, offset, reason)
+            await app.consumer.seek(tp, offset)
+            metrics.REFETCHES.labels(reason).inc()
+
+    async def admitted(batch: Sequence[faust.types.EventT]) -> list[Record]:
+        records, gaps = continuity.admit([_record(e) for e in batch])
+        await refetch(gaps, "gap")
+        return records
 
     async def offload(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -124,7 +144,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         return sent
 
     async def update_batch(stream: faust.StreamT, batch: Sequence[faust.types.EventT]) -> None:
-        records = [_record(e) for e in batch]
+        records = await admitted(batch)
+        if not records:
+            return
         stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
         result = await offload(processor.process, records, stored)
         sent: list[Awaitable[object]] = []
@@ -147,19 +169,19 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                 sent.append(await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode()))
         with metrics.stage("deliver"):
             await delivered(sent, settings.delivery_timeout_s)
-        for r in records:
-            processed[TP(r.topic, r.partition)] = r.offset + 1
+        continuity.processed(records, time.monotonic())
         stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
                              "withheld": result.withheld, "batches": 1, **result.outcomes})
 
     async def update_items(batch: Sequence[faust.types.EventT]) -> None:
-        records = [_record(e) for e in batch]
+        records = await admitted(batch)
         decoded = [(r, decode_item(r.value)) for r in records]
         good = [it for _, it in decoded if isinstance(it, Item)]
         if good:
             await offload(processor.catalog.add, good)
         rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
         await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
+        continuity.processed(records, time.monotonic())
         stats.counts.update({"items_in": len(records), "items_applied": len(good)})
 
     @app.agent(events)
@@ -182,14 +204,17 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         if app.consumer is None:
             return
         metrics.LAG.clear()  # partitions revoked since the last refresh must disappear
+        positions = {}
         for tp in app.consumer.assignment():
-            high = app.consumer.highwater(tp) if tp.topic in processor.topic_index else None
-            if high is None or high < 0:
+            if tp.topic not in processor.topic_index and tp.topic != ITEMS:
                 continue
-            done = processed.get(tp)
-            if done is None:  # nothing processed here since start: the consumer's position stands in
-                done = await app.consumer.position(tp) or 0
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+            positions[tp] = await app.consumer.position(tp) or 0
+            high = app.consumer.highwater(tp) if tp.topic in processor.topic_index else None
+            if high is not None and high >= 0:  # nothing processed since assignment: the position stands in
+                done = continuity.expected.get(tp, positions[tp])
+                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+        if not (app.rebalancing or app.in_recovery):  # recovery seeks every partition itself
+            await refetch(continuity.stalled(positions, time.monotonic()), "stall")
 
     @app.page("/metrics")
     async def metrics_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -211,7 +236,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         # next_offsets: where each event partition stands; one that stops moving while others do is stalled
         return self.json({**stats.as_json(), "users": len(table), "items": len(processor.catalog),
                           "quality": monitor.summary(),
-                          "next_offsets": {f"{tp.topic}:{tp.partition}": n for tp, n in sorted(processed.items())}})
+                          "next_offsets": {f"{tp.topic}:{tp.partition}": n
+                                           for tp, n in sorted(continuity.expected.items()) if tp.topic != ITEMS}})
 
     async def ranked_for(request: faust.web.Request, user_id: str) -> tuple[Any, str, Any] | dict:
         """The user's state, the target scenario and a fresh ranking; or an error body with its status."""

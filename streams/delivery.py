@@ -6,8 +6,8 @@ logged (`Topic._on_published`). A batch's offsets could then be committed, or it
 over in a rebalance, while its state records were still in the worker's memory: gone with a kill -9,
 and after a rebalance a memory store replays its changelog up to a high watermark that misses them,
 over the newer state. Awaiting every record's acknowledgement before the batch is acknowledged
-closes that path, at the cost of one broker round trip per batch. (It did not end the occasional
-short recoveries seen on Tansu in CI: see "Known problem" in README.md.)
+closes that path, at the cost of one broker round trip per batch. (The occasional short runs once
+seen in CI had other causes, inside the consumer: see streams/transport.py and streams/continuity.py.)
 """
 
 from __future__ import annotations

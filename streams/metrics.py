@@ -33,6 +33,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "produce", "deliver")
 MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items", "load")
+REFETCH_REASONS = ("gap", "stall")  # see streams/continuity.py
 
 EVENTS = Counter("iu_events_consumed_total", "Events consumed, by scenario (topic), action and outcome; "
                  "outcome dead_letter has action 'invalid'", ["scenario", "action", "outcome"])
@@ -58,6 +59,9 @@ WITHHELD = Counter("iu_recommendations_withheld_total", "Lists not emitted becau
                    "list is emitted instead)")
 LAG = Gauge("iu_consumer_lag_messages", "Messages behind the partition's high watermark, per assigned event "
             "partition", ["topic", "partition"])
+REFETCHES = Counter("iu_consumer_refetches_total", "Partitions fetched again from the next offset the agent "
+                    "expected, because records past it arrived (gap) or fetched records never arrived (stall)",
+                    ["reason"])
 USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")
 STATE_BYTES = Gauge("iu_state_bytes", "Bytes of user state this worker holds, all users together")
 CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")
@@ -89,6 +93,8 @@ def initialise(scenarios: tuple[str, ...], reasons: tuple[str, ...], detectors: 
     for op in MILVUS_OPERATIONS:
         MILVUS_SECONDS.labels(op)
         MILVUS_ERRORS.labels(op)
+    for reason in REFETCH_REASONS:
+        REFETCHES.labels(reason)
     for detector, labels in detectors.items():
         for s in labels:
             for d in DIRECTIONS:

@@ -125,8 +125,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         for tp, offset in partitions.items():
             log.warning("fetching %s:%d again from offset %d (%s): records past it were lost before the agent",
                         tp.topic, tp.partition, offset, reason)
-            await app.consumer.seek(tp, offset)
             metrics.REFETCHES.labels(reason).inc()
+        if partitions:  # in the consumer's own thread, as Faust's recovery seeks
+            await app.consumer.seek_wait(partitions)
 
     async def admitted(batch: Sequence[faust.types.EventT]) -> list[Record]:
         records, gaps = continuity.admit([_record(e) for e in batch])

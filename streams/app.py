@@ -211,8 +211,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                 continue
             positions[tp] = await app.consumer.position(tp) or 0
             high = app.consumer.highwater(tp) if tp.topic in processor.topic_index else None
-            if high is not None and high >= 0:  # nothing processed since assignment: the position stands in
-                done = continuity.expected.get(tp, positions[tp])
+            if high is not None and high >= 0:
+                done = continuity.expected.get(tp, positions[tp])  # none processed since assignment: position
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
         if not (app.rebalancing or app.in_recovery):  # recovery seeks every partition itself
             await refetch(continuity.stalled(positions, time.monotonic()), "stall")

@@ -53,7 +53,7 @@ class Continuity:
                 refetch[tp] = want
                 continue
             kept.append(r)
-            nxt[tp] = max(want if want is not None else 0, r.offset + 1)
+            nxt[tp] = r.offset + 1 if want is None else max(want, r.offset + 1)
         return kept, refetch
 
     def processed(self, records: Iterable[Record], now: float) -> None:

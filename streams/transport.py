@@ -33,15 +33,10 @@ async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset:
     put where a fresh consumer would start: offset 0, or the `reset` policy ("earliest"/"latest").
     `skip_topics` (table changelogs) keep their position: recovery seeks those itself."""
     committed = await consumer.seek_to_committed()
-    unset = []
-    for tp, offset in committed.items():
-        if tp.topic in skip_topics or (offset is not None and offset > 0):
-            continue
-        if offset == 0:
-            consumer.seek(tp, 0)
-        else:
-            unset.append(tp)
-    if unset:
+    left = {tp: offset for tp, offset in committed.items() if not offset and tp.topic not in skip_topics}
+    for tp in [tp for tp, offset in left.items() if offset == 0]:
+        consumer.seek(tp, 0)
+    if unset := [tp for tp, offset in left.items() if offset is None]:
         await (consumer.seek_to_end(*unset) if reset == "latest" else consumer.seek_to_beginning(*unset))
     return committed
 
@@ -60,7 +55,7 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None) -> driver.Tr
         async def seek_to_committed(self) -> Mapping[TP, int | None]:
             return await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(),
                                           self.app.conf.consumer_auto_offset_reset,
-                                          set(self.app.tables.changelog_topics))
+                                          self.app.tables.changelog_topics)  # a new set each call
 
     class MendedConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:

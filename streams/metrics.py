@@ -42,8 +42,7 @@ RECOMMENDATIONS = Counter("iu_recommendations_emitted_total", "Recommendation li
                           ["scenario"])
 END_TO_END = Histogram("iu_end_to_end_latency_seconds", "From the event's Kafka record timestamp (when the "
                        "producer sent it) to its recommendation being emitted", buckets=LATENCY_BUCKETS)
-STAGE = Histogram("iu_stage_duration_seconds", "Time per call of each pipeline stage: a whole micro-batch, or "
-                  "one HTTP lookup", ["stage"],
+STAGE = Histogram("iu_stage_duration_seconds", "Time per micro-batch in each pipeline stage", ["stage"],
                   buckets=STAGE_BUCKETS)
 BATCH = Histogram("iu_batch_size_events", "Events per micro-batch",
                   buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))

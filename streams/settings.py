@@ -53,7 +53,7 @@ class Settings:
     web_host: str = _opt("127.0.0.1", "the worker's HTTP interface binds here")
     web_port: int = _opt(6066, "the worker's HTTP port")
     batch_size: int = _opt(256, "most events in one micro-batch")
-    batch_wait_ms: int = _opt(50, "longest wait to fill a micro-batch: latency against CPU per event "
+    batch_wait_ms: int = _opt(20, "longest wait to fill a micro-batch: latency against CPU per event "
                               "(see ops/bench/RESULTS.md)")
     delivery_timeout_s: float = _opt(60.0, "longest wait for the broker to acknowledge a batch's records; past it "
                                      "the worker exits uncommitted (code 75) and is restarted")

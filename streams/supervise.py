@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
 from streams.broker import free_port, port_open
 
 
@@ -60,12 +63,15 @@ class WorkerProcess:
         except urllib.error.HTTPError as e:
             return {"http_status": e.code, **json.loads(e.read() or b"{}")}
 
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples on /metrics (all label sets)."""
+    def samples(self) -> list[Sample]:
+        """Every sample on /metrics, parsed (a histogram's `_sum`, `_count` and buckets included)."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metric(self, name: str) -> float:
+        """Sum of one sample name's values over all its label sets."""
+        return sum(s.value for s in self.samples() if s.name == name)
 
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float, what: str) -> dict:
         """Poll /stats until `predicate(stats)` holds; returns those stats."""

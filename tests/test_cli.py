@@ -57,6 +57,7 @@ def test_help_explains_every_option_with_its_default():
     for path, parser in parsers.items():
         assert parser.description or not path, f"iu {' '.join(path)} has no description"
         text = " ".join(parser.format_help().split())  # unwrapped
+        assert "(default: None)" not in text, f"iu {' '.join(path)}: an option's help says nothing of its absence"
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
                 continue

@@ -6,7 +6,7 @@ import torch
 
 from models.checkpoint import load_model, save_model, state_equal
 from models.config import ModelConfig
-from models.data.dataset import leave_one_out
+from models.data.dataset import UserSeq, leave_one_out
 from models.evaluate import evaluate
 from models.inference import InterestEncoder, pad_windows
 from models.multiview import MultiViewModel
@@ -87,6 +87,20 @@ def test_online_state_matches_offline_user_vectors(trained):
                         np.full(len(users), 2))
     np.testing.assert_allclose(short, offline["short"], atol=1e-5)
     np.testing.assert_allclose(fused, offline["fused"], atol=1e-5)
+
+
+def test_windows_padded_to_the_longest_history_encode_as_padded_to_max_len(trained):
+    """Trailing padding changes no output (causal attention), so batches are padded only as far as
+    their longest history; checked against the same windows padded to the model's full length."""
+    model, _, (_, _, te) = trained
+    enc = InterestEncoder(model, torch.device("cpu"))
+    users = [UserSeq(u.user_id, u.items[:n], u.actions[:n], u.scenarios[:n], u.ts[:n])
+             for u, n in zip(te[:8], (1, 2, 3, 5, 8, 3, 2, 4), strict=True)]
+    short = pad_windows(users, model.cfg.max_len)
+    assert short["items"].shape[1] == 8 < model.cfg.max_len
+    full = {k: np.pad(v, ((0, 0), (0, model.cfg.max_len - v.shape[1]))) if v.ndim == 2 else v
+            for k, v in short.items()}
+    np.testing.assert_allclose(enc.encode(short), enc.encode(full), atol=1e-5)
 
 
 def test_cold_items_get_text_vectors_near_their_topic(trained, small_synth):

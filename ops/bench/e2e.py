@@ -34,6 +34,7 @@ from ops.bench.report import emit, machine
 from streams.app import prepare_topics
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.cli.datasets import resolve
+from streams.metrics import STAGES
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
@@ -81,11 +82,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stage_totals(worker: WorkerProcess) -> dict[str, list[float]]:
+    """Seconds and calls so far per pipeline stage, and events and micro-batches (key "batch")."""
+    totals: dict[str, list[float]] = {}
+    for s in worker.samples():
+        if s.name.startswith(("iu_stage_duration_seconds_", "iu_batch_size_events_")) and \
+                s.name.endswith(("_sum", "_count")):
+            key = s.labels.get("stage", "batch")
+            totals.setdefault(key, [0.0, 0.0])[s.name.endswith("_count")] += s.value
+    return totals
+
+
+def stage_means(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
+    """Per stage, mean ms per call between two `stage_totals`; "batch": mean events per micro-batch."""
+    out = {}
+    for key, (total, calls) in after.items():
+        t0, c0 = before.get(key, [0.0, 0.0])
+        if calls > c0:
+            out[key] = round((total - t0) / (calls - c0) * (1 if key == "batch" else 1000), 2)
+    return out
+
+
 def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProcess, recs: Collector,
           timeout: float) -> dict:
     """Publish `events` at `rate` (0: flat out) and wait until the worker has consumed them."""
     assert worker.proc is not None
-    before, seen = worker.get("/stats"), len(recs.values)
+    before, seen, stages0 = worker.get("/stats"), len(recs.values), stage_totals(worker)
     target, lists_before = before.get("events_in", 0) + len(events), before.get("recommendations_out", 0)
     cpu0, t0 = cpu_seconds(worker.proc.pid), time.time()
     publish(prod, event_messages(events), rate=rate, total=len(events), progress=False)
@@ -100,7 +122,8 @@ def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProce
     return {"phase": name, "offered_per_s": rate or None, "events": len(events), "seconds": round(elapsed, 2),
             "events_per_s": round(len(events) / elapsed), "lists_per_s": round(lists / elapsed),
             "latency_ms_p50": round(float(p50)), "latency_ms_p95": round(float(p95)),
-            "latency_ms_p99": round(float(p99)), "cpu_s_per_1k": round(1000 * cpu / len(events), 3)}
+            "latency_ms_p99": round(float(p99)), "cpu_s_per_1k": round(1000 * cpu / len(events), 3),
+            "stage_ms": stage_means(stages0, stage_totals(worker))}
 
 
 def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float,
@@ -187,6 +210,14 @@ def table(result: dict) -> str:
         lines.append(f"| {r['phase']} | {r['events']:,} | {r['seconds']} | {r['events_per_s']:,} | "
                      f"{r.get('lists_per_s', '-')} | {r.get('latency_ms_p50', '-')} | {r.get('latency_ms_p95', '-')} | "
                      f"{r.get('latency_ms_p99', '-')} | {r['cpu_s_per_1k']} |")
+    timed = [r for r in result["rows"] if r.get("stage_ms")]
+    stages = [s for s in STAGES if any(s in r["stage_ms"] for r in timed)]
+    lines += ["", "Mean ms per micro-batch by stage (the worker's iu_stage_duration_seconds), and events per batch:",
+              "", f"| phase | events/batch | {' | '.join(stages)} |", "|---|---:|" + "---:|" * len(stages)]
+    for r in timed:
+        ms = r["stage_ms"]
+        lines.append(f"| {r['phase']} | {ms.get('batch', '-')} | " + " | ".join(str(ms.get(s, "-")) for s in stages)
+                     + " |")
     lines.append(f"\nRSS {result['rss_mb']} MB; {result['users']} users, {result['state_bytes_per_user']:,} state "
                  f"bytes per user; flat out = {result['ratio_to_ceiling']:.0%} of the trivial agent as configured, "
                  f"{result['ratio_to_batched_ceiling']:.0%} of it with batched produce.")

@@ -13,7 +13,13 @@ from streams.vectors import VectorStoreError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Every option's default in its help, except where "None" would say nothing: a required option,
+    or one whose help already says what its absence means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
         "by its user_id. Lines that are not valid events are sent as they are: the worker dead-letters them.",
         formatter_class=fmt,
     )
-    p.add_argument("--scenario", default=None, help="send every line to this scenario's topic")
+    p.add_argument("--scenario", default=None,
+                   help="send every line to this scenario's topic (default: each event's own scenario)")
     p.set_defaults(func=_publish)
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from streams.replay import QUIET
 
@@ -18,7 +18,15 @@ def read(bootstrap: str, topic: str, from_beginning: bool = True, idle_timeout: 
     (another thread's way to end it). Close it when done."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"iu-reader-{time.time_ns()}", "log_level": QUIET,
                   "auto.offset.reset": "earliest" if from_beginning else "latest", "enable.auto.commit": False})
-    c.subscribe([topic])
+    # Every partition assigned directly, not subscribed: a group join takes librdkafka's session
+    # timeout over two on Tansu (~20 s), which left the demo showing no lists for its first 20 s.
+    # A topic that does not exist yet is subscribed to, so it is read once a worker creates it.
+    partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    if partitions:
+        c.assign([TopicPartition(topic, p, start) for p in partitions])
+    else:
+        c.subscribe([topic])
     idle_since = time.monotonic()
     try:
         while (not idle_timeout or time.monotonic() - idle_since < idle_timeout) and not (stop and stop.is_set()):

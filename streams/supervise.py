@@ -40,7 +40,11 @@ class WorkerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:  # never ready, or Ctrl-C while waiting: `with` will not stop what it never got
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:

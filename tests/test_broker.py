@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.broker import BrokerError, EmbeddedBroker, create_topics, port_open
+from streams.reader import read
 from streams.topics import all_topics
 
 
@@ -44,6 +45,23 @@ def test_keyed_messages_round_trip(broker):
     consumer.close()
     assert values == set(range(30))
     assert len(got) == 5 and all(len(parts) == 1 for parts in got.values()), "one key, one partition"
+
+
+def test_a_reader_sees_every_partition_at_once_without_a_group_join(broker):
+    """The demo's and `iu recs tail`'s reader: no group join (one takes ~20 s on Tansu), so a list
+    emitted in the demo's first seconds is on screen in its first seconds."""
+    create_topics(broker, {"t.reader": 3})
+    producer = Producer({"bootstrap.servers": broker})
+    for i in range(30):
+        producer.produce("t.reader", key=str(i), value=str(i), partition=i % 3)
+    producer.flush(10)
+    t0 = time.monotonic()
+    got = []
+    for value in read(broker, "t.reader", idle_timeout=15):
+        got.append(int(value))
+        if len(got) == 30:
+            break
+    assert sorted(got) == list(range(30)) and time.monotonic() - t0 < 5, (len(got), time.monotonic() - t0)
 
 
 def test_port_in_use_is_a_clear_error(broker):

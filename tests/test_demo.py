@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from streams.broker import free_port
@@ -55,7 +56,23 @@ def processes_with(needle: bytes) -> list[int]:
     return found
 
 
-def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path):
+def worker_consumes(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+            return b'"events_in"' in r.read()
+    except OSError:
+        return False
+
+
+def worker_started(port: int, demo: int) -> bool:
+    """A worker process exists (it is not ready yet: ready takes seconds)."""
+    return any(pid != demo and b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+               for pid in processes_with(f"IU_WEB_PORT={port}".encode()))
+
+
+@pytest.mark.parametrize("when", ["starting", "consuming"])
+def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path, when):
+    """Ctrl-C while the worker is still starting, or while the demo watches it consume."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IU_")}
     env.update({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
@@ -65,31 +82,26 @@ def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path):
     demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--events", "50000", "--rate", "200"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    reached = worker_started if when == "starting" else (lambda port, _: worker_consumes(port))
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the worker consumes: the demo is in its live loop
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
-                    if b'"events_in"' in r.read():
-                        break
-            except OSError:
-                pass
+        while not reached(port, demo.pid):
+            assert time.monotonic() < deadline, f"the demo's worker never got to {when}"
             assert demo.poll() is None, demo.stdout.read().decode(errors="replace")[-3000:] if demo.stdout else ""
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the demo's worker never consumed")
-        worker = processes_with(f"IU_WEB_PORT={port}".encode())
-        assert worker, "no worker process found"
+            time.sleep(0.1)
+        assert when == "consuming" or not worker_consumes(port), "the worker was ready already"
         demo.send_signal(signal.SIGINT)
         out = demo.communicate(timeout=90)[0].decode(errors="replace")
     finally:
         if demo.poll() is None:
             demo.kill()
-            for pid in processes_with(f"IU_WEB_PORT={port}".encode()):  # a failed test leaves nothing running
-                os.kill(pid, signal.SIGKILL)
+            demo.wait(30)
+        left = processes_with(f"IU_WEB_PORT={port}".encode())
+        for pid in left:  # a failed test leaves nothing running
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"left running: {left}"
     assert demo.returncode == 130, out[-3000:]
     assert "interrupted" in out
     bootstrap = re.search(r"broker (127\.0\.0\.1:\d+)", out)
     assert bootstrap, out[-3000:]
-    assert processes_with(f"IU_WEB_PORT={port}".encode()) == []
     assert processes_with(bootstrap.group(1).encode()) == []

@@ -157,6 +157,8 @@ def _follow(args: argparse.Namespace, settings: Settings, worker: WorkerProcess,
                 time.sleep(0.5)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the worker
+            # Said at once: the worker's graceful stop (commit, flush, leave the group) takes seconds.
+            live.console.print("Ctrl-C: stopping the worker, then the broker (10-20 s)...")
             return None
     raise WorkerError(f"the worker consumed {stats.get('events_in', 0)} of {total} events in {args.timeout:.0f} s "
                       "(--timeout); its log says why")

@@ -26,6 +26,13 @@ def _opt(default: object, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+def _remedy(name: str) -> str:
+    """What to do about a bad value, in the same line: what the setting is, and its default."""
+    f = next(f for f in fields(Settings) if f.name == name)
+    return f"{PREFIX}{name.upper()} is: {f.metadata['doc']}; default {f.default!r}. Fix or unset it " \
+           "(`iu config --defaults` lists every setting)"
+
+
 @dataclass(frozen=True)
 class Settings:
     """One worker's or command's whole configuration; every field is the env var `IU_<NAME>`."""
@@ -74,7 +81,7 @@ class Settings:
             try:
                 values[f.name] = _parse(f.type, raw)
             except ValueError as e:
-                raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r}: {e}") from None
+                raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r}: {e}; {_remedy(f.name)}") from None
         settings = cls(**values)
         settings._check()
         return settings
@@ -97,7 +104,7 @@ class Settings:
         }
         for name, ok in checks.items():
             if not ok:
-                raise SettingsError(f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range")
+                raise SettingsError(f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range; {_remedy(name)}")
 
     @property
     def embedded(self) -> bool:

@@ -17,9 +17,10 @@ def test_env_overrides_are_typed():
 
 @pytest.mark.parametrize(("name", "value"), [("IU_SEED", "x"), ("IU_SCENARIOS", " , "), ("IU_DIVERSITY", "2"),
                                              ("IU_BROKER_PROFILE", "redpanda"), ("IU_STORE", "redis://")])
-def test_bad_values_name_the_variable(name, value):
-    with pytest.raises(SettingsError, match=name):
+def test_bad_values_name_the_variable_and_say_what_to_do(name, value):
+    with pytest.raises(SettingsError, match=name) as e:
         Settings.from_env({name: value})
+    assert "; default " in str(e.value) and "Fix or unset it" in str(e.value)
 
 
 def test_embedded_profile_follows_the_bootstrap_unless_told():

@@ -81,10 +81,10 @@ class InterestEncoder:
     def encode(self, windows: dict[str, np.ndarray]) -> np.ndarray:
         """One batched forward: the transformer view after the last event of each window, (B, d)."""
         t = {k: torch.as_tensor(v, device=self.device) for k, v in windows.items()}
-        with self._autocast():
-            h = self.model.encode(self._table_t, t["items"], t["actions"], t["scens"], t["gaps"])
         last = (t["lengths"] - 1).clamp(min=0)
-        return h[torch.arange(h.shape[0], device=self.device), last].float().cpu().numpy()
+        with self._autocast():
+            h = self.model.encode_last(self._table_t, t["items"], t["actions"], t["scens"], t["gaps"], last)
+        return h.float().cpu().numpy()
 
     @torch.inference_mode()
     def fuse(

@@ -103,6 +103,24 @@ def test_windows_padded_to_the_longest_history_encode_as_padded_to_max_len(train
     np.testing.assert_allclose(enc.encode(short), enc.encode(full), atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_last_position_alone_encodes_as_the_whole_window(layers):
+    """Serving computes the top layer for each window's last position only; it must equal the full
+    forward read at that position, whatever the window lengths and however many layers."""
+    torch.manual_seed(layers)
+    model = MultiViewModel(ModelConfig(n_items=40, scenarios=("a", "b"), dim=16, layers=layers, heads=2, inner=32,
+                                       max_len=12)).eval()
+    lengths = torch.tensor([1, 5, 12, 7])
+    items = torch.randint(1, 41, (4, 12)) * (torch.arange(12) < lengths.unsqueeze(1))
+    actions, scens, gaps = ((items > 0).long() * torch.randint(1, 3, (4, 12)) for _ in range(3))
+    table = model.item_table()
+    with torch.inference_mode():
+        full = model.encode(table, items, actions, scens, gaps)[torch.arange(4), lengths - 1]
+        last = model.encode_last(table, items, actions, scens, gaps, lengths - 1)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-4)
+    assert not any("_lower" in k for k in model.state_dict())  # the shared lower half is not saved twice
+
+
 def test_cold_items_get_text_vectors_near_their_topic(trained, small_synth):
     """An item with no training events is placed by its text: nearer its topic's items than others."""
     model, _, _ = trained

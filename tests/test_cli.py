@@ -77,7 +77,8 @@ def fails_with_one_line(r: subprocess.CompletedProcess, *needles: str, code: int
 
 
 def test_bad_config_value_is_one_clear_line():
-    fails_with_one_line(iu("data", "synth", "--help", env={"IU_SEED": "abc"}), "IU_SEED='abc'", code=2)
+    fails_with_one_line(iu("data", "synth", "--help", env={"IU_SEED": "abc"}), "IU_SEED='abc'", "Fix or unset it",
+                        code=2)
 
 
 def test_eval_without_model_says_train_first(tmp_path):

@@ -37,7 +37,10 @@ from streams.transport import transport
 log = logging.getLogger(__name__)
 
 TABLE = "user_state"
-TANSU_FETCH_WAIT_MS = 10  # Tansu holds a fetch for the whole wait: see streams/transport.py
+# Tansu holds a fetch for the whole wait (streams/transport.py). 25 ms, not 10: fewer fetch round trips
+# for the consumer thread to hold the GIL through; p99 at 1,000 events/s 378-456 vs 537-818 ms in
+# alternating runs (ops/bench/RESULTS.md, 2026-12-01).
+TANSU_FETCH_WAIT_MS = 25
 GAUGE_INTERVAL_S = 2.0
 RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's default, see build_app
 

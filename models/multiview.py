@@ -67,25 +67,14 @@ class SequenceEncoder(nn.Module):
         gaps: torch.Tensor,
     ) -> torch.Tensor:
         """(B, L) right-padded inputs with their item vectors (B, L, d) -> (B, L, d) causal outputs."""
-        return self.bert(inputs_embeds=self._inputs(item_vecs, actions, scens, gaps),
-                         attention_mask=(items > 0).long()).last_hidden_state
+        return self._run(self.bert, item_vecs, items, actions, scens, gaps)
 
-    def forward_last(
-        self,
-        item_vecs: torch.Tensor,
-        items: torch.Tensor,
-        actions: torch.Tensor,
-        scens: torch.Tensor,
-        gaps: torch.Tensor,
-        last: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward_last(self, item_vecs: torch.Tensor, items: torch.Tensor, actions: torch.Tensor, scens: torch.Tensor,
+                     gaps: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """(B, d): `forward`'s output at position `last` of each window, computing the top layer for
         that one position. Its feed-forward, projections and norms are per position and its attention
         needs only that query, so ~half of the layer's work (and of a 2-layer forward's GELU) is skipped."""
-        (lower,) = self._lower
-        lower.train(self.training)
-        h = lower(inputs_embeds=self._inputs(item_vecs, actions, scens, gaps),
-                  attention_mask=(items > 0).long()).last_hidden_state  # (B, L, d) under the top layer
+        h = self._run(self._lower[0], item_vecs, items, actions, scens, gaps)  # (B, L, d) under the top layer
         top = self.bert.encoder.layer[-1]
         att = top.attention.self
         b, length, _ = h.shape
@@ -99,13 +88,20 @@ class SequenceEncoder(nn.Module):
         a = top.attention.output(o.transpose(1, 2).reshape(b, -1), x)
         return top.output(top.intermediate(a), a)
 
-    def _inputs(self, item_vecs: torch.Tensor, actions: torch.Tensor, scens: torch.Tensor,
-                gaps: torch.Tensor) -> torch.Tensor:
+    def _run(self, bert: BertModel, item_vecs: torch.Tensor, items: torch.Tensor, actions: torch.Tensor,
+             scens: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """`bert` (the whole one, or the lower half) over the summed input embeddings."""
         x = item_vecs
         for emb, idx in ((self.action_emb, actions), (self.scen_emb, scens), (self.gap_emb, gaps)):
             if emb is not None:
                 x = x + emb(idx)
-        return x
+        return bert(inputs_embeds=x, attention_mask=(items > 0).long()).last_hidden_state
+
+    def train(self, mode: bool = True) -> SequenceEncoder:
+        """The lower half follows: its own BertModel and BertEncoder are not among our submodules."""
+        super().train(mode)
+        self._lower[0].train(mode)
+        return self
 
 
 class ScenarioFusion(nn.Module):

@@ -65,10 +65,11 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
 
 
-def tune_transport(app: faust.App, settings: Settings) -> None:
+def tune_transport(app: faust.App, settings: Settings, continuity: Continuity) -> None:
     """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
-    there; Faust has no setting for either. Call before declaring topics."""
-    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None)
+    there, anchoring `continuity` at each seek; Faust has no setting for any. Call before declaring topics."""
+    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None,
+                              lambda positions: continuity.anchor(positions, time.monotonic()))
 
 
 @dataclass
@@ -102,7 +103,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         value_serializer="raw",
         **broker_options(settings),
     )
-    tune_transport(app, settings)
+    continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
+    tune_transport(app, settings, continuity)
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
     items = app.topic(ITEMS, **RAW)
     recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)
@@ -118,11 +120,6 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                       processor.catalog.categories)
     metrics.MODEL.info({"model_version": processor.encoder.model_version, "device": str(processor.encoder.device),
                         "dim": str(processor.dim), "max_len": str(processor.encoder.cfg.max_len)})
-    continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
-
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        continuity.forget(revoked)
 
     async def refetch(partitions: dict[TP, int], reason: str) -> None:
         for tp, offset in partitions.items():

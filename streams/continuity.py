@@ -14,10 +14,15 @@ consumer that must not lose records should:
 * a partition whose fetch position is past the next expected offset and that has not moved for
   `STALL_S` (fetched records that never arrived) is fetched again from the expected offset.
 
-Records offered again (offset below the expectation) pass: the state's watermarks skip them. The
-expectation of a partition starts at the first record the agent sees of it after it is assigned.
-What this cannot undo: Faust commits over a gap it noticed itself (it counts the missing offsets as
-done), so a worker that dies between the gap and its refetch loses those records for good.
+Records offered again (offset below the expectation) pass: the state's watermarks skip them.
+
+The expectation of a partition is anchored where its fetching restarts after each rebalance (the
+seek to committed offsets, streams/transport.py), not at the first record that arrives. Faust goes
+on dispatching what is left of a batch fetched before the seek, and then drops re-fetched records
+whose offset is below the last one it dispatched: an expectation taken from the first arrival takes
+the hole for the start. That is the likely way CI's two-worker takeover lost one event on
+2026-12-01 (one user one event short; every other user exact). A partition the worker keeps through
+a rebalance keeps its expectation: with eager rebalancing no other worker can have moved it on.
 """
 
 from __future__ import annotations
@@ -56,10 +61,17 @@ class Continuity:
             nxt[tp] = r.offset + 1 if want is None else max(want, r.offset + 1)
         return kept, refetch
 
+    def anchor(self, positions: Mapping[TP, int], now: float) -> None:
+        """After a rebalance's seek: `positions` is every assigned partition with its fetch position.
+        Partitions no longer assigned are forgotten (another worker may move them on)."""
+        self.expected = {tp: self.expected.get(tp, pos) for tp, pos in positions.items()}
+        self.moved_at = {tp: self.moved_at.get(tp, now) for tp in positions}
+
     def processed(self, records: Iterable[Record], now: float) -> None:
+        """Records applied; only anchored partitions move (one revoked meanwhile stays forgotten)."""
         for r in records:
             tp = TP(r.topic, r.partition)
-            if r.offset >= self.expected.get(tp, -1):
+            if tp in self.expected and r.offset >= self.expected[tp]:
                 self.expected[tp] = r.offset + 1
                 self.moved_at[tp] = now
 
@@ -71,9 +83,3 @@ class Continuity:
         for tp in found:
             self.moved_at[tp] = now
         return found
-
-    def forget(self, tps: Iterable[TP]) -> None:
-        """Partitions revoked: another worker may move them on; a new assignment starts afresh."""
-        for tp in tps:
-            self.expected.pop(tp, None)
-            self.moved_at.pop(tp, None)

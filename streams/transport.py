@@ -9,6 +9,8 @@
    in six lost tens to thousands of events this way (the partitions the killed worker had not yet
    committed). Here such a partition is reset as the consumer's `auto_offset_reset` says, and one
    committed at 0 is sought to 0. The same code runs on Apache Kafka, where the same loss happens.
+   Where each partition's fetching then restarts is handed to `on_seek`: the agent's continuity
+   check anchors its expectations there (streams/continuity.py).
 2. The fetch wait. Faust asks the broker to hold each fetch up to 1.5 s for data. Apache Kafka
    answers as soon as a record arrives, so that costs nothing there; Tansu holds the request for
    the whole wait even while records arrive, which put ~400 ms of pure waiting under every event's
@@ -18,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiokafka
@@ -41,9 +43,20 @@ async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset:
     return committed
 
 
-def transport(app: faust.App, fetch_max_wait_ms: int | None = None) -> driver.Transport:
+async def _seek_and_locate(consumer: aiokafka.AIOKafkaConsumer, reset: str,
+                           skip_topics: set[str]) -> tuple[Mapping[TP, int | None], dict[TP, int]]:
+    """The mended seek, and the position it left each partition outside `skip_topics` at."""
+    committed = await seek_to_committed_or_reset(consumer, reset, skip_topics)
+    positions = {TP(tp.topic, tp.partition): await consumer.position(tp)
+                 for tp in consumer.assignment() if tp.topic not in skip_topics}
+    return committed, positions
+
+
+def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
+              on_seek: Callable[[Mapping[TP, int]], None] | None = None) -> driver.Transport:
     """The app's consumer transport with the committed-offset seek mended; with `fetch_max_wait_ms`,
-    its fetches wait at most that long at the broker."""
+    its fetches wait at most that long at the broker; `on_seek` is given every stream partition's
+    position after each seek, in the app's event loop."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -53,9 +66,12 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None) -> driver.Tr
             return consumer
 
         async def seek_to_committed(self) -> Mapping[TP, int | None]:
-            return await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(),
-                                          self.app.conf.consumer_auto_offset_reset,
-                                          self.app.tables.changelog_topics)  # a new set each call
+            committed, positions = await self.call_thread(_seek_and_locate, self._ensure_consumer(),
+                                                          self.app.conf.consumer_auto_offset_reset,
+                                                          self.app.tables.changelog_topics)  # a new set each call
+            if on_seek is not None:
+                on_seek(positions)
+            return committed
 
     class MendedConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:

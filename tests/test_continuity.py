@@ -12,8 +12,14 @@ def rec(tp: TP, offset: int) -> Record:
     return Record(tp.topic, tp.partition, offset, b"u", b"{}", 0)
 
 
-def test_first_records_set_the_expectation_and_in_order_records_pass():
+def anchored(**positions: int) -> Continuity:
     c = Continuity()
+    c.anchor({TP("t", int(p[1:])): o for p, o in positions.items()}, now=0.0)
+    return c
+
+
+def test_in_order_records_from_the_seek_position_pass():
+    c = anchored(p0=5, p1=0)
     batch = [rec(A, 5), rec(B, 0), rec(A, 6), rec(B, 1)]
     kept, refetch = c.admit(batch)
     assert kept == batch and refetch == {}
@@ -21,8 +27,20 @@ def test_first_records_set_the_expectation_and_in_order_records_pass():
     assert c.expected == {A: 7, B: 2}
 
 
+def test_records_lost_before_the_first_arrival_after_a_seek_are_fetched_again():
+    """The hole an expectation taken from the first arrival had: 5 and 6 never came."""
+    c = anchored(p0=5)
+    kept, refetch = c.admit([rec(A, 7), rec(A, 8)])
+    assert kept == [] and refetch == {A: 5}
+
+
+def test_a_partition_whose_first_records_never_arrive_is_stalled():
+    c = anchored(p0=5)
+    assert c.stalled({A: 20}, now=STALL_S) == {A: 5}
+
+
 def test_a_gap_holds_back_the_rest_of_its_partition_only():
-    c = Continuity()
+    c = anchored(p0=0, p1=0)
     c.processed([rec(A, 0), rec(B, 0)], now=0.0)
     kept, refetch = c.admit([rec(A, 1), rec(A, 4), rec(B, 1), rec(A, 2), rec(A, 5)])
     assert kept == [rec(A, 1), rec(B, 1)]
@@ -30,7 +48,7 @@ def test_a_gap_holds_back_the_rest_of_its_partition_only():
 
 
 def test_records_offered_again_pass_and_do_not_move_the_expectation_back():
-    c = Continuity()
+    c = anchored(p0=9)
     c.processed([rec(A, 9)], now=0.0)
     kept, refetch = c.admit([rec(A, 3), rec(A, 10)])
     assert kept == [rec(A, 3), rec(A, 10)] and refetch == {}
@@ -39,7 +57,7 @@ def test_records_offered_again_pass_and_do_not_move_the_expectation_back():
 
 
 def test_a_partition_fetched_past_its_expectation_without_moving_is_stalled_once_per_period():
-    c = Continuity()
+    c = anchored(p0=0, p1=0)
     c.processed([rec(A, 0), rec(B, 0)], now=0.0)
     positions = {A: 50, B: 1}  # A's records 1..49 were fetched and never arrived; B is caught up
     assert c.stalled(positions, now=STALL_S - 1) == {}
@@ -49,16 +67,18 @@ def test_a_partition_fetched_past_its_expectation_without_moving_is_stalled_once
 
 
 def test_a_moving_partition_is_not_stalled():
-    c = Continuity()
+    c = anchored(p0=0)
     c.processed([rec(A, 0)], now=0.0)
     c.processed([rec(A, 1)], now=STALL_S - 1)
     assert c.stalled({A: 50}, now=STALL_S + 1) == {}
 
 
-def test_revoked_partitions_start_afresh():
-    c = Continuity()
-    c.processed([rec(A, 0), rec(B, 0)], now=0.0)
-    c.forget([A])
-    kept, refetch = c.admit([rec(A, 40)])  # another worker moved A on meanwhile
-    assert kept == [rec(A, 40)] and refetch == {}
-    assert c.stalled({A: 100, B: 1}, now=STALL_S) == {}
+def test_a_rebalance_keeps_kept_partitions_forgets_revoked_ones_and_anchors_new_ones():
+    c = anchored(p0=0, p1=0)
+    c.processed([rec(A, 0), rec(A, 1), rec(B, 0)], now=0.0)
+    c.anchor({A: 0, TP("t", 2): 30}, now=1.0)  # A kept (sought back to its commit), B revoked, t:2 new
+    assert c.expected == {A: 2, TP("t", 2): 30}
+    c.processed([rec(B, 1)], now=2.0)  # a batch of B's finishing after the revoke
+    assert B not in c.expected
+    kept, refetch = c.admit([rec(A, 0), rec(A, 2), rec(B, 40)])  # A offered again; B unwatched now
+    assert kept == [rec(A, 0), rec(A, 2), rec(B, 40)] and refetch == {}

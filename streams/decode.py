@@ -52,9 +52,14 @@ def _ident(obj: dict, name: str) -> str | Rejected:
     return s
 
 
+# One decoder for every record: json.loads with an argument builds a new one per call. NaN and
+# Infinity parse (to NaN) so that the type and value checks, not the parser, say what is wrong.
+_JSON = json.JSONDecoder(parse_constant=lambda c: math.nan)
+
+
 def _object(raw: bytes) -> dict | Rejected:
     try:
-        obj = json.loads(raw, parse_constant=lambda c: math.nan)
+        obj = _JSON.decode(raw.decode())  # JSON exchanged between systems is UTF-8 (RFC 8259)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         return Rejected(Reason.MALFORMED_JSON, str(e)[:200])
     if not isinstance(obj, dict):

@@ -64,6 +64,9 @@ REFETCHES = Counter("iu_consumer_refetches_total", "Partitions fetched again fro
 USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")
 STATE_BYTES = Gauge("iu_state_bytes", "Bytes of user state this worker holds, all users together")
 CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")
+GC_PAUSE = Histogram("iu_gc_pause_seconds", "Garbage collections, by generation: each one stops the whole "
+                     "worker, so a long one shows in the latency tail", ["generation"], buckets=STAGE_BUCKETS)
+GC_FROZEN = Gauge("iu_gc_frozen_objects", "Start-up objects kept out of garbage collection (streams/heap.py)")
 TRIALS = Counter("iu_online_trials_total", "Prequential trials: events whose user had recommendations for "
                  "that scenario when the event arrived", ["scenario"])
 HITS = Counter("iu_online_hits_total", "Trials whose item was in the last top-K list, by recommender",

@@ -167,8 +167,9 @@ class Processor:
 
     def _decode(self, records: list[Record], out: BatchResult) -> list[tuple[Record, Event]]:
         valid: list[tuple[Record, Event]] = []
+        now_ms = int(time.time() * 1000)
         for rec in records:
-            ev = decode_event(rec.value, self.settings.scenarios)
+            ev = decode_event(rec.value, self.settings.scenarios, now_ms)
             if isinstance(ev, Event) and rec.key != ev.user_id.encode():
                 ev = Rejected(Reason.KEY_MISMATCH, f"message key {rec.key!r:.60} is not user_id {ev.user_id!r:.60}")
             if isinstance(ev, Rejected):

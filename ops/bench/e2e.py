@@ -34,6 +34,7 @@ from ops.bench.report import emit, machine
 from streams.app import prepare_topics
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.cli.datasets import resolve
+from streams.heap import settle_heap
 from streams.metrics import STAGES
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
@@ -185,6 +186,7 @@ def run(args: argparse.Namespace) -> dict:
         recs.start()
         with WorkerProcess(env, Path(tmp) / "worker.log") as worker:
             assert worker.proc is not None
+            settle_heap()  # this process is the load: its collector's pauses would come back as bursts
             phase("warm-up", 0, list(itertools.islice(source, 2000)), prod, worker, recs, 300)
             for rate in rates:
                 rows.append(phase(f"offered {rate:.0f}/s", rate, list(itertools.islice(source, int(rate * seconds))),

@@ -27,6 +27,7 @@ from streams.app import prepare_topics
 from streams.broker import broker_for, free_port, port_open
 from streams.cli.dashboard import Snapshot, live_panel, shift_table
 from streams.cli.datasets import resolve
+from streams.heap import settle_heap
 from streams.recwatch import RecommendationWatcher
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
@@ -86,6 +87,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             publish_catalog(prod, items)
             watcher = RecommendationWatcher(bootstrap)
             watcher.start()
+            settle_heap()  # the publisher's pauses would come back as bursts of load
             feeder = Feeder(prod, events, args.rate)
             feeder.start()
             t0 = time.monotonic()

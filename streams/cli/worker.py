@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from streams import metrics
 from streams.app import build_app, prepare_topics
 from streams.broker import broker_for, port_open
+from streams.heap import settle_heap, time_collections
 from streams.runtime import load_processor
 from streams.settings import Settings
 from streams.supervise import WorkerError
@@ -36,6 +38,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     with broker_for(settings) as bootstrap:
         prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
         app = build_app(settings, bootstrap, load_processor(settings))
+        metrics.GC_FROZEN.set(settle_heap())
+        time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
         try:
             Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
         except SystemExit as e:

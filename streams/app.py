@@ -65,11 +65,12 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
 
 
-def tune_transport(app: faust.App, settings: Settings, continuity: Continuity) -> None:
+def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | None = None) -> None:
     """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
-    there, anchoring `continuity` at each seek; Faust has no setting for any. Call before declaring topics."""
-    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None,
-                              lambda positions: continuity.anchor(positions, time.monotonic()))
+    there, anchoring `continuity` (if given) at each seek; Faust has no setting for any. Call before
+    declaring topics."""
+    anchor = None if continuity is None else lambda positions: continuity.anchor(positions, time.monotonic())
+    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None, anchor)
 
 
 @dataclass

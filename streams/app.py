@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,12 +65,12 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
 
 
-def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | None = None) -> None:
+def tune_transport(app: faust.App, settings: Settings,
+                   on_seek: Callable[[Mapping[TP, int]], None] | None = None) -> None:
     """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
-    there, anchoring `continuity` (if given) at each seek; Faust has no setting for any. Call before
-    declaring topics."""
-    anchor = None if continuity is None else lambda positions: continuity.anchor(positions, time.monotonic())
-    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None, anchor)
+    there, telling `on_seek` where each seek left the partitions; Faust has no setting for any. Call
+    before declaring topics."""
+    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None, on_seek)
 
 
 @dataclass
@@ -105,7 +105,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         **broker_options(settings),
     )
     continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
-    tune_transport(app, settings, continuity)
+    consumed = {*processor.topic_index, ITEMS}  # the agents' topics (Faust also assigns its leader topic)
+    tune_transport(app, settings, lambda positions: continuity.anchor(
+        {tp: n for tp, n in positions.items() if tp.topic in consumed}, time.monotonic()))
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
     items = app.topic(ITEMS, **RAW)
     recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)

@@ -41,30 +41,55 @@ def worker_env(bootstrap: str, model: Path, tmp: Path, name: str, **extra: str) 
             "IU_STATE_DIR": str(tmp / f"{name}-faust"), **extra}
 
 
-def changelog_history(bootstrap: str, users: set[str], timeout: float = 30.0) -> dict[str, list[tuple[int, int, int]]]:
+def keyed_records(bootstrap: str, topics: list[str], users: set[str],
+                  timeout: float = 30.0) -> dict[str, list[tuple[str, int, int, bytes]]]:
+    """Every record of `topics` keyed by one of `users`, as (topic, partition, offset, value)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{time.time_ns()}", "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p, 0) for t in topics for p in c.list_topics(t, timeout=10).topics[t].partitions]
+        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        c.assign(tps)
+        found: dict[str, list[tuple[str, int, int, bytes]]] = {}
+        seen = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + timeout
+        while any(seen[k] < ends[k] for k in ends) and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            seen[(msg.topic(), msg.partition())] = msg.offset() + 1
+            if (uid := msg.key().decode()) in users:
+                found.setdefault(uid, []).append((msg.topic(), msg.partition(), msg.offset(), msg.value()))
+        return found
+    finally:
+        c.close()
+
+
+def changelog_history(bootstrap: str, users: set[str]) -> dict[str, list[tuple[int, int, int]]]:
     """Every state record of `users` in the changelog as (partition, offset, events applied). A short
     run then tells its cause: a count that drops between records is a worker that lost state while
     running; a record ahead of the worker is recovery stopping short; records that end where the worker
     stands mean the events were never consumed (then the next offsets per partition show which)."""
     topic = f"{Settings().app_id}-{TABLE}-changelog"
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{time.time_ns()}", "enable.auto.commit": False})
-    try:
-        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        history: dict[str, list[tuple[int, int, int]]] = {}
-        seen = {p: 0 for p in parts}
-        deadline = time.monotonic() + timeout
-        while any(seen[p] < ends[p] for p in parts) and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            seen[msg.partition()] = msg.offset() + 1
-            if (uid := msg.key().decode()) in users:
-                history.setdefault(uid, []).append((msg.partition(), msg.offset(), events_applied(msg.value())))
-        return history
-    finally:
-        c.close()
+    return {uid: [(p, o, events_applied(v)) for _, p, o, v in recs]
+            for uid, recs in keyed_records(bootstrap, [topic], users).items()}
+
+
+def missing_events(bootstrap: str, worker: WorkerProcess, events: list[Event],
+                   users: set[str]) -> dict[str, list[tuple[str, int, int]]]:
+    """Where the events of short `users` that are not in their state's ring sit, as (topic,
+    partition, offset): next to the worker's log (refetches, rebalances), whether a lost record was
+    the first of an assignment, or in the middle of a run, says which path lost it."""
+    wanted = {}
+    for uid in users:
+        ring = worker.get(f"/users/{uid}/interest").get("recent_items", [])
+        oldest = min((r["ts"] for r in ring), default=0)  # the ring holds the last L: older ones fell out
+        wanted.update({(e.user_id, e.item_id, e.ts): e.event_id for e in events if e.user_id == uid and e.ts > oldest})
+        for r in ring:
+            wanted.pop((uid, r["item_id"], r["ts"]), None)
+    ids = set(wanted.values())
+    topics = sorted({events_topic(e.scenario) for e in events})
+    return {uid: [(t, p, o) for t, p, o, v in recs if json.loads(v)["event_id"] in ids]
+            for uid, recs in keyed_records(bootstrap, topics, users).items()}
 
 
 def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, bootstrap: str | None = None) -> dict:
@@ -86,10 +111,15 @@ def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, boo
         if got != want:
             short[uid] = (got, want)
     history = changelog_history(bootstrap, set(short)) if bootstrap and short else {}
+    missing = missing_events(bootstrap, worker, events, set(short)) if bootstrap and short else {}
     positions = worker.get("/stats").get("next_offsets")
+    log = worker.log_path.read_text(errors="replace").splitlines() if worker.log_path.exists() else []
+    notable = [line[:300] for line in log if any(w in line for w in ("fetching", "Seek", "Worker ready", "ERROR"))]
     raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\nusers short (applied, "
                          f"expected): {short}\nchangelog (partition, offset, applied): {history}\n"
-                         f"next offset per event partition: {positions}\n{worker.tail()}")
+                         f"events missing from their ring (topic, partition, offset): {missing}\n"
+                         f"next offset per event partition: {positions}\nlog, refetches and rebalances:\n"
+                         + "\n".join(notable[-40:]) + f"\n{worker.tail()}")
 
 
 @contextmanager

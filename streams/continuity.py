@@ -77,9 +77,15 @@ class Continuity:
 
     def stalled(self, positions: Mapping[TP, int], now: float) -> dict[TP, int]:
         """Partitions fetched past their next expected offset that have not moved for `STALL_S`, with
-        the offset to fetch them again from; each is given another `STALL_S` before it is named again."""
-        found = {tp: want for tp, want in self.expected.items()
-                 if positions.get(tp, want) > want and now - self.moved_at[tp] >= STALL_S}
-        for tp in found:
-            self.moved_at[tp] = now
+        the offset to fetch them again from; each is given another `STALL_S` before it is named again.
+        A partition found caught up restarts its clock: records that arrive after a quiet spell are
+        not stuck just because the partition was quiet (that false alarm followed every rebalance
+        that kept an idle partition)."""
+        found = {}
+        for tp, want in self.expected.items():
+            if positions.get(tp, want) <= want:
+                self.moved_at[tp] = now
+            elif now - self.moved_at[tp] >= STALL_S:
+                found[tp] = want
+                self.moved_at[tp] = now
         return found

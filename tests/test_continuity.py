@@ -66,6 +66,13 @@ def test_a_partition_fetched_past_its_expectation_without_moving_is_stalled_once
     assert c.stalled(positions, now=2 * STALL_S) == {A: 1}
 
 
+def test_records_after_a_quiet_spell_are_given_the_full_period():
+    c = anchored(p0=5)
+    assert c.stalled({A: 5}, now=100.0) == {}  # caught up, long after the anchor
+    assert c.stalled({A: 30}, now=101.0) == {}  # records just fetched: not stuck yet
+    assert c.stalled({A: 30}, now=100.0 + STALL_S) == {A: 5}
+
+
 def test_a_moving_partition_is_not_stalled():
     c = anchored(p0=0)
     c.processed([rec(A, 0)], now=0.0)

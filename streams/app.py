@@ -210,12 +210,12 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         metrics.LAG.clear()  # partitions revoked since the last refresh must disappear
         positions = {}
         for tp in app.consumer.assignment():
-            if tp.topic not in processor.topic_index and tp.topic != ITEMS:
+            if tp.topic not in consumed:
                 continue
             positions[tp] = await app.consumer.position(tp) or 0
             high = app.consumer.highwater(tp) if tp.topic in processor.topic_index else None
             if high is not None and high >= 0:
-                done = continuity.expected.get(tp, positions[tp])  # none processed since assignment: position
+                done = continuity.expected.get(tp, positions[tp])  # before the first seek anchors it: position
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
         if not (app.rebalancing or app.in_recovery):  # recovery seeks every partition itself
             await refetch(continuity.stalled(positions, time.monotonic()), "stall")

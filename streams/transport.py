@@ -16,17 +16,26 @@
    the whole wait even while records arrive, which put ~400 ms of pure waiting under every event's
    latency at 500 events/s (measured: fetch p50 403 ms at a 1,500 ms wait, 10 ms at a 10 ms wait).
    The embedded profile therefore polls with a short wait; the production profile keeps Faust's.
+3. The per-message drain. Faust's drain loop hands each fetched message to its channels through
+   mode's `Service.wait_first(callback(message), suspend_flow.wait())`, which makes four asyncio
+   tasks a message (the callback, the flow event, the service's stopped and crashed events) and a
+   trip through the event loop: 90 us a message on a 2-core box, against 0.2 us for the callback
+   itself. The callback almost always finishes without suspending (it decodes and puts the event on
+   a queue with room), so the mended consumer runs its first step in place and only races it
+   against the events, the stock way, when it does suspend (a full buffer, flow stopped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from mode.services import WaitResults
 
 
 async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset: str,
@@ -52,6 +61,47 @@ async def _seek_and_locate(consumer: aiokafka.AIOKafkaConsumer, reset: str,
     return committed, positions
 
 
+class _Resumed(Awaitable[Any]):
+    """A coroutine already run to its first suspension, on `pending`, as an awaitable that drives it
+    on from there in whichever task awaits it (a task cannot adopt a started coroutine)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        coro, pending = self.coro, self.pending
+        while True:
+            try:
+                yield pending
+            except BaseException as exc:  # a cancellation thrown into the awaiting task goes on into coro
+                step: Callable[[], Any] = lambda exc=exc: coro.throw(exc)  # noqa: E731
+            else:
+                step = lambda: coro.send(None)  # noqa: E731
+            try:
+                pending = step()
+            except StopIteration as done:
+                return done.value
+
+
+async def wait_first_in_place(wait_first: Callable[..., Awaitable[WaitResults]], settled: bool,
+                              first: Any, *others: Any) -> WaitResults:
+    """`wait_first(first, *others)`, without its tasks when `first` is a coroutine that finishes
+    without suspending while `settled` (none of the others, nor the service's stopped and crashed
+    events, is done): then `first` is the one winner, as it would have been the stock way."""
+    if not (settled and asyncio.iscoroutine(first)):
+        return await wait_first(first, *others)
+    try:
+        pending = first.send(None)
+    except BaseException as exc:
+        for other in others:  # never awaited: closed, as wait_first's cancellation would have ended them
+            if asyncio.iscoroutine(other):
+                other.close()
+        if isinstance(exc, StopIteration):
+            return WaitResults([first], [exc.value], False)
+        raise
+    return await wait_first(_Resumed(first, pending), *others)
+
+
 def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
               on_seek: Callable[[Mapping[TP, int]], None] | None = None) -> driver.Transport:
     """The app's consumer transport with the committed-offset seek mended; with `fetch_max_wait_ms`,
@@ -74,6 +124,15 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
             return committed
 
     class MendedConsumer(driver.Consumer):
+        async def wait_first(self, *coros: Any, timeout: float | None = None) -> WaitResults:
+            """Faust's drain loop calls this as `wait_first(callback(message), self.suspend_flow.wait())`,
+            once a message: run in place while no event it races is set. (Its one other caller
+            waits on an event, not a coroutine, and takes the stock path.)"""
+            if timeout is not None:
+                return await super().wait_first(*coros, timeout=timeout)
+            settled = not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())
+            return await wait_first_in_place(super().wait_first, settled, *coros)
+
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

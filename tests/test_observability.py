@@ -18,6 +18,7 @@ import pytest
 from models.data.contract import read_events, read_items
 from streams.broker import EmbeddedBroker, free_port
 from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.settings import Settings
 from streams.supervise import WorkerProcess
 
 ML100K = Path("var/data/ml-100k")
@@ -123,7 +124,8 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(tiny_model, tmp_pa
                 assert consumed == N_EVENTS
                 [trials] = finite(prom.query("sum(iu_online_trials_total)"))
                 assert trials == worker.get("/stats")["quality"]["trials"] > 0
-                assert finite(prom.query('iu_model_info{device="cpu"}')) == [1.0]
+                threads = Settings().encoder_threads  # a core left to the event loop
+                assert finite(prom.query(f'iu_model_info{{device="cpu",cpu_threads="{threads}"}}')) == [1.0]
                 [frozen] = finite(prom.query("iu_gc_frozen_objects"))
                 assert frozen > 100_000  # torch, the model and Faust, out of the collector's way
             finally:

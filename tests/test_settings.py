@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,11 @@ def test_readme_configuration_table_is_the_generated_one():
     begin = readme.index("\n", readme.index("<!-- settings:")) + 1
     assert readme[begin:readme.index("<!-- /settings -->")].strip() == reference_table(), \
         "README.md's settings table is stale: paste `iu config --defaults` between its markers"
+
+
+def test_encoder_threads_leave_a_core_to_the_event_loop_unless_set():
+    cores = len(os.sched_getaffinity(0))
+    assert Settings.from_env({}).encoder_threads == max(1, cores - 1)
+    assert Settings.from_env({"IU_TORCH_THREADS": "3"}).encoder_threads == 3
+    with pytest.raises(SettingsError, match="IU_TORCH_THREADS"):
+        Settings.from_env({"IU_TORCH_THREADS": "-1"})

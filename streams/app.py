@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import torch
 from faust.types import TP
 
 from models.data.contract import Item
@@ -123,7 +122,6 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                       settings.quality_window, settings.monitor_users, processor.encoder.cfg.max_len,
                       processor.catalog.categories)
     metrics.MODEL.info({"model_version": processor.encoder.model_version, "device": str(processor.encoder.device),
-                        "cpu_threads": str(torch.get_num_threads()),
                         "dim": str(processor.dim), "max_len": str(processor.encoder.cfg.max_len)})
 
     async def refetch(partitions: dict[TP, int], reason: str) -> None:

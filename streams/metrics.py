@@ -67,6 +67,8 @@ CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")
 GC_PAUSE = Histogram("iu_gc_pause_seconds", "Garbage collections, by generation: each one stops the whole "
                      "worker, so a long one shows in the latency tail", ["generation"], buckets=STAGE_BUCKETS)
 GC_FROZEN = Gauge("iu_gc_frozen_objects", "Start-up objects kept out of garbage collection (streams/heap.py)")
+COMPUTE_THREADS = Gauge("iu_compute_threads", "CPU threads torch and BLAS use for the current micro-batch: one "
+                        "fewer than on full ones (a backlog), leaving a core to the event loop (streams/threads.py)")
 TRIALS = Counter("iu_online_trials_total", "Prequential trials: events whose user had recommendations for "
                  "that scenario when the event arrived", ["scenario"])
 HITS = Counter("iu_online_hits_total", "Trials whose item was in the last top-K list, by recommender",

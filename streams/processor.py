@@ -18,13 +18,14 @@ import numpy as np
 from models.data.contract import ACTIONS, Event
 from models.data.dataset import UserSeq
 from models.inference import InterestEncoder, pad_windows
+from streams import metrics
 from streams.catalog import Catalog
 from streams.decode import Reason, Rejected, decode_event
 from streams.guard import StoreGuard
-from streams.metrics import stage
 from streams.rank import rerank
 from streams.settings import Settings
 from streams.state import Outcome, Step, UserState
+from streams.threads import ComputeThreads
 from streams.topics import events_topic
 from streams.vectors import UserRow, VectorStore, VectorStoreError
 
@@ -112,6 +113,7 @@ class Processor:
         self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
         self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
         self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
+        self.threads = ComputeThreads(*settings.compute_threads)
 
     def load_state(self, raw: bytes | None) -> UserState:
         if raw is None:
@@ -120,12 +122,13 @@ class Processor:
 
     def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
         """`stored`: the current state bytes of every user whose key appears in `records`."""
+        metrics.COMPUTE_THREADS.set(self.threads.fit(backlog=len(records) >= self.settings.batch_size))
         out = BatchResult()
-        with stage("decode"):
+        with metrics.stage("decode"):
             valid = self._decode(records, out)
         states: dict[str, UserState] = {}
         triggers: dict[str, tuple[Record, Event]] = {}
-        with stage("state"):
+        with metrics.stage("state"):
             by_user: dict[str, list[int]] = {}
             for n, (_, ev) in enumerate(valid):
                 by_user.setdefault(ev.user_id, []).append(n)
@@ -204,7 +207,7 @@ class Processor:
         impossible); one forward, one search."""
         # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
         self._resolve_quietly({i for _, st, _ in requests for i in st.items if i not in self.catalog})
-        with stage("encode"):
+        with metrics.stage("encode"):
             histories = [self.history(u, st) for u, st, _ in requests]
             short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
             views = np.stack([st.views.mean for _, st, _ in requests])
@@ -212,12 +215,12 @@ class Processor:
             scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
             fused, weights = self.encoder.fuse(short, views, present, scens)
         if upsert:
-            with stage("upsert"):
+            with metrics.stage("upsert"):
                 self.vectors.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
                                            for k, (u, _, s) in enumerate(requests)])
         k = self.settings.top_k
         limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
-        with stage("search"):
+        with metrics.stage("search"):
             if self.settings.local_retrieval:
                 candidates = self.catalog.search(fused, limit)
             else:
@@ -225,7 +228,7 @@ class Processor:
                 if candidates is None:
                     return [None] * len(requests)
                 self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
-        with stage("rerank"):
+        with metrics.stage("rerank"):
             ranked: list[Ranked | None] = []
             for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True)):
                 known = [(i, s) for i, s in c if i in self.catalog]  # an unresolved item can't be re-ranked

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from models.checkpoint import load_model
 from models.inference import InterestEncoder, best_device
 from streams.catalog import Catalog
@@ -16,7 +14,6 @@ from streams.vectors import VectorStore, connect
 
 def load_processor(settings: Settings) -> Processor:
     """Raises FileNotFoundError (no trained model) or VectorStoreError (Milvus unreachable)."""
-    torch.set_num_threads(settings.encoder_threads)
     model, meta = load_model(settings.model_path)
     encoder = InterestEncoder(model, best_device(settings.device), meta["model_version"])
     store = VectorStore(connect(settings.milvus_target), encoder.cfg.dim)

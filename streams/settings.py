@@ -41,8 +41,8 @@ class Settings:
     state_dir: Path = _opt(Path("var/faust"), "Faust's local data (RocksDB tables); one per worker on a host")
     model_dir: Path = _opt(Path("var/models"), "where trained models live, one folder each")
     device: str = _opt("auto", "torch device for the encoder: `auto` (CUDA when present), `cpu`, `cuda`")
-    torch_threads: int = _opt(0, "CPU threads of the worker's encoder; 0: one per core but one, which is left to "
-                              "the event loop (see ops/bench/RESULTS.md)")
+    torch_threads: int = _opt(0, "CPU threads of the worker's encoder and numpy (BLAS) on a full micro-batch (a "
+                              "backlog); one fewer on partial ones, left to the event loop; 0: one per core")
     scenarios: tuple[str, ...] = _opt(("home", "search", "video"),
                                       "scenarios, comma-separated (must be among the model's)")
     seed: int = _opt(2020, "default seed for training and synthetic data")
@@ -110,11 +110,10 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range; {_remedy(name)}")
 
     @property
-    def encoder_threads(self) -> int:
-        """A worker's event loop and consumer thread compete with the encoder for cores: torch's
-        default of one thread per core made each forward wait for its slowest thread while the loop
-        held a core (2 cores, 1,000 events/s: CPU per event -32%, p99 164-252 vs 319-425 ms at 1 thread)."""
-        return self.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    def compute_threads(self) -> tuple[int, int]:
+        """(partial, full) micro-batch thread counts: see streams/threads.py for why they differ."""
+        full = self.torch_threads or len(os.sched_getaffinity(0))
+        return max(1, full - 1), full
 
     @property
     def embedded(self) -> bool:

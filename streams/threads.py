@@ -1,0 +1,33 @@
+"""How many CPU threads the worker's heavy work (torch and numpy's BLAS) may use, batch by batch.
+
+Measured on 2 cores (ops/bench/RESULTS.md, 2026-12-01): with one thread per core, each forward and
+each BLAS call of a partial micro-batch (few users, small matrices) waited for its slowest thread,
+the one that shared a core with the event loop, and the idle ones spun: at 1,000 events/s one thread
+cut CPU per event by 30% and p99 by half. A full micro-batch means a backlog, where the larger
+matrices do gain from every core and the event loop has work queued anyway: one thread there lost
+17% of the flat-out throughput. So: one core fewer on partial batches, every core on full ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from threadpoolctl import ThreadpoolController
+
+
+class ComputeThreads:
+    def __init__(self, partial: int, full: int) -> None:
+        """Call after numpy is loaded (its BLAS is found among the process's libraries)."""
+        self.partial, self.full = partial, full
+        self._blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        self.current = 0
+
+    def fit(self, backlog: bool) -> int:
+        """Set the count for the next batch, in the thread that runs it: torch keeps it per thread
+        (OpenMP), BLAS for the process. Returns it."""
+        n = self.full if backlog else self.partial
+        if n != self.current or torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+            for lib in self._blas:
+                lib.set_num_threads(n)
+            self.current = n
+        return n

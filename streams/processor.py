@@ -113,7 +113,7 @@ class Processor:
         self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
         self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
         self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
-        self.threads = ComputeThreads(*settings.compute_threads)
+        self.threads = ComputeThreads(*settings.thread_budget)
 
     def load_state(self, raw: bytes | None) -> UserState:
         if raw is None:

@@ -41,8 +41,8 @@ class Settings:
     state_dir: Path = _opt(Path("var/faust"), "Faust's local data (RocksDB tables); one per worker on a host")
     model_dir: Path = _opt(Path("var/models"), "where trained models live, one folder each")
     device: str = _opt("auto", "torch device for the encoder: `auto` (CUDA when present), `cpu`, `cuda`")
-    torch_threads: int = _opt(0, "CPU threads of the worker's encoder and numpy (BLAS) on a full micro-batch (a "
-                              "backlog); one fewer on partial ones, left to the event loop; 0: one per core")
+    compute_threads: int = _opt(0, "CPU threads of the worker's encoder and numpy (BLAS) on a full micro-batch "
+                                "(a backlog); one fewer on partial ones, left to the event loop; 0: one per core")
     scenarios: tuple[str, ...] = _opt(("home", "search", "video"),
                                       "scenarios, comma-separated (must be among the model's)")
     seed: int = _opt(2020, "default seed for training and synthetic data")
@@ -95,7 +95,7 @@ class Settings:
             "store": self.store.startswith(("memory://", "rocksdb://")),
             "diversity": 0.0 <= self.diversity <= 1.0,
             "partitions": self.partitions >= 1,
-            "torch_threads": self.torch_threads >= 0,
+            "compute_threads": self.compute_threads >= 0,
             "batch_size": self.batch_size >= 1,
             "top_k": self.top_k >= 1,
             "quality_window": self.quality_window >= 1,
@@ -110,9 +110,9 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range; {_remedy(name)}")
 
     @property
-    def compute_threads(self) -> tuple[int, int]:
+    def thread_budget(self) -> tuple[int, int]:
         """(partial, full) micro-batch thread counts: see streams/threads.py for why they differ."""
-        full = self.torch_threads or len(os.sched_getaffinity(0))
+        full = self.compute_threads or len(os.sched_getaffinity(0))
         return max(1, full - 1), full
 
     @property

@@ -126,7 +126,7 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(tiny_model, tmp_pa
                 assert trials == worker.get("/stats")["quality"]["trials"] > 0
                 assert finite(prom.query('iu_model_info{device="cpu"}')) == [1.0]
                 # small batches: a core left to the event loop
-                assert finite(prom.query("iu_compute_threads")) == [Settings().compute_threads[0]]
+                assert finite(prom.query("iu_compute_threads")) == [Settings().thread_budget[0]]
                 [frozen] = finite(prom.query("iu_gc_frozen_objects"))
                 assert frozen > 100_000  # torch, the model and Faust, out of the collector's way
             finally:

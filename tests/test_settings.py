@@ -39,8 +39,8 @@ def test_readme_configuration_table_is_the_generated_one():
 
 def test_partial_batches_leave_a_core_to_the_event_loop():
     cores = len(os.sched_getaffinity(0))
-    assert Settings.from_env({}).compute_threads == (max(1, cores - 1), cores)
-    assert Settings.from_env({"IU_TORCH_THREADS": "3"}).compute_threads == (2, 3)
-    assert Settings.from_env({"IU_TORCH_THREADS": "1"}).compute_threads == (1, 1)
-    with pytest.raises(SettingsError, match="IU_TORCH_THREADS"):
-        Settings.from_env({"IU_TORCH_THREADS": "-1"})
+    assert Settings.from_env({}).thread_budget == (max(1, cores - 1), cores)
+    assert Settings.from_env({"IU_COMPUTE_THREADS": "3"}).thread_budget == (2, 3)
+    assert Settings.from_env({"IU_COMPUTE_THREADS": "1"}).thread_budget == (1, 1)
+    with pytest.raises(SettingsError, match="IU_COMPUTE_THREADS"):
+        Settings.from_env({"IU_COMPUTE_THREADS": "-1"})

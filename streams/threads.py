@@ -6,6 +6,9 @@ the one that shared a core with the event loop, and the idle ones spun: at 1,000
 cut CPU per event by 30% and p99 by half. A full micro-batch means a backlog, where the larger
 matrices do gain from every core and the event loop has work queued anyway: one thread there lost
 17% of the flat-out throughput. So: one core fewer on partial batches, every core on full ones.
+
+Only the compute thread may set them: OpenBLAS (numpy's and scipy's builds, 0.3.30/0.3.31) ignores a
+count set from one thread once another thread has set one, and nothing tells.
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
         async def wait_first(self, *coros: Any, timeout: float | None = None) -> WaitResults:
             """Faust's drain loop calls this as `wait_first(callback(message), self.suspend_flow.wait())`,
             once a message: run in place while no event it races is set. (Its one other caller
-            waits on an event, not a coroutine, and takes the stock path.)"""
+            waits on an event, not a coroutine, and takes the stock path. A caller racing other
+            coroutines would be answered right only while those are not already done.)"""
             if timeout is not None:
                 return await super().wait_first(*coros, timeout=timeout)
             settled = not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())

@@ -21,6 +21,11 @@ class SettingsError(ValueError):
     pass
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS has one), not the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _opt(default: object, doc: str) -> Any:
     """A setting with its documentation, which `reference_table` renders for README.md and `iu config`."""
     return field(default=default, metadata={"doc": doc})
@@ -112,7 +117,7 @@ class Settings:
     @property
     def thread_budget(self) -> tuple[int, int]:
         """(partial, full) micro-batch thread counts: see streams/threads.py for why they differ."""
-        full = self.compute_threads or len(os.sched_getaffinity(0))
+        full = self.compute_threads or usable_cores()
         return max(1, full - 1), full
 
     @property

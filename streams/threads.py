@@ -25,10 +25,10 @@ class ComputeThreads:
         self.current = 0
 
     def fit(self, backlog: bool) -> int:
-        """Set the count for the next batch, in the thread that runs it: torch keeps it per thread
-        (OpenMP), BLAS for the process. Returns it."""
+        """Set the count for the next batch, in the one thread that runs every batch: torch keeps
+        it per thread (OpenMP), BLAS for the process. Returns it."""
         n = self.full if backlog else self.partial
-        if n != self.current or torch.get_num_threads() != n:
+        if n != self.current:
             torch.set_num_threads(n)
             for lib in self._blas:
                 lib.set_num_threads(n)

@@ -20,9 +20,9 @@
    mode's `Service.wait_first(callback(message), suspend_flow.wait())`, which makes four asyncio
    tasks a message (the callback, the flow event, the service's stopped and crashed events) and a
    trip through the event loop: 90-113 us a message on a 2-core box, against 0.2-0.3 us for the
-   callback itself. The callback almost always finishes without suspending (it decodes and puts the event on
-   a queue with room), so the mended consumer runs its first step in place and only races it
-   against the events, the stock way, when it does suspend (a full buffer, flow stopped).
+   callback itself. The callback almost always finishes without suspending (it decodes and puts
+   the event on a queue with room), so the mended consumer runs its first step in place and only
+   races it against the events, the stock way, when it does suspend (a full buffer, flow stopped).
 """
 
 from __future__ import annotations

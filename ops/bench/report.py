@@ -8,10 +8,11 @@ say which command and which machine produced them.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
+
+from streams.settings import usable_cores
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -23,8 +24,7 @@ def machine() -> str:
     if cpuinfo.exists():
         names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
         model = names[0] if names else model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.node()}: {cores} cores ({model}), Python {platform.python_version()}"
+    return f"{platform.node()}: {usable_cores()} cores ({model}), Python {platform.python_version()}"
 
 
 def emit(result: dict, table: str, *, as_json: bool, record: bool, title: str, command: str) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,12 +65,18 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5, "producer_max_batch_size": 1}
 
 
-def tune_transport(app: faust.App, settings: Settings,
-                   on_seek: Callable[[Mapping[TP, int]], None] | None = None) -> None:
+def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | None = None,
+                   topics: set[str] | None = None) -> None:
     """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
-    there, telling `on_seek` where each seek left the partitions; Faust has no setting for any. Call
-    before declaring topics."""
-    app.transport = transport(app, TANSU_FETCH_WAIT_MS if settings.tansu else None, on_seek)
+    there; Faust has no setting for either. Given `continuity`, each seek anchors it for `topics`
+    (all, if None) and commits stop at its expectations. Call before declaring topics."""
+    wait_ms = TANSU_FETCH_WAIT_MS if settings.tansu else None
+    if continuity is None:
+        app.transport = transport(app, wait_ms)
+        return
+    anchor, now = continuity.anchor, time.monotonic
+    app.transport = transport(app, wait_ms, lambda targets: anchor(
+        {tp: n for tp, n in targets.items() if topics is None or tp.topic in topics}, now()), continuity.committable)
 
 
 @dataclass
@@ -106,8 +112,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     )
     continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
     consumed = {*processor.topic_index, ITEMS}  # the agents' topics (Faust also assigns its leader topic)
-    tune_transport(app, settings, lambda positions: continuity.anchor(
-        {tp: n for tp, n in positions.items() if tp.topic in consumed}, time.monotonic()))
+    tune_transport(app, settings, continuity, consumed)
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
     items = app.topic(ITEMS, **RAW)
     recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)

@@ -4,10 +4,13 @@ Faust can lose records it has already fetched: aiokafka's position moves past th
 reach the stream. One cause is mended in streams/transport.py (the seek after a rebalance). Another
 was seen in 2 of 19 two-worker takeovers after that mend: the survivor processed the first 8 or 9
 records of each partition it took over, its consumer's fetch position then stood at the
-end of each of them, and nothing more of theirs ever reached the agent. Its cause inside Faust is not
-found. Since a user's state keeps a per-partition offset watermark, a lost record is lost for good
-once a later record of its partition is applied. So the agent checks continuity itself, as any
-consumer that must not lose records should:
+end of each of them, and nothing more of theirs ever reached the agent. The cause, found on the kill
+-9 test (2026-12-01): after a rebalance's recovery Faust resumes the stream partitions, then seeks
+them to their committed offsets, then resumes flow control, which clears every stream buffer; what
+its fetcher fetched and dispatched in between is dropped, and its drain, seeing the next offsets
+skip, marks the dropped ones acknowledged. Since a user's state keeps a per-partition offset
+watermark, a lost record is lost for good once a later record of its partition is applied. So the
+agent checks continuity itself, as any consumer that must not lose records should:
 
 * a record past the next offset the agent expects of its partition (a gap) is not applied; the
   partition is fetched again from the expected offset, along with everything after it;
@@ -15,12 +18,15 @@ consumer that must not lose records should:
   `STALL_S` (fetched records that never arrived) is fetched again from the expected offset.
 
 Records offered again (offset below the expectation) pass: the state's watermarks skip them.
+And no partition is committed past its expectation (`committable`), so that a record lost before
+the agent and not yet fetched again is fetched again after a crash, too.
 
 The expectation of a partition is anchored where its fetching restarts after each rebalance (the
-seek to committed offsets, streams/transport.py), not at the first record that arrives. Faust goes
-on dispatching what is left of a batch fetched before the seek, and then drops re-fetched records
-whose offset is below the last one it dispatched: an expectation taken from the first arrival takes
-the hole for the start. That is the likely way CI's two-worker takeover lost one event on
+offset the seek to committed offsets sought, streams/transport.py), not at the first record that
+arrives, nor at the position read after the seek (the fetcher may have moved it on already). Faust
+goes on dispatching what is left of a batch fetched before the seek, and then drops re-fetched
+records whose offset is below the last one it dispatched: an expectation taken from the first
+arrival takes the hole for the start. That is the likely way CI's two-worker takeover lost one event on
 2026-12-01 (one user one event short; every other user exact). A partition the worker keeps through
 a rebalance keeps its expectation: with eager rebalancing no other worker can have moved it on.
 """
@@ -66,6 +72,13 @@ class Continuity:
         Partitions no longer assigned are forgotten (another worker may move them on)."""
         self.expected = {tp: self.expected.get(tp, pos) for tp, pos in positions.items()}
         self.moved_at = {tp: self.moved_at.get(tp, now) for tp in positions}
+
+    def committable(self, offsets: Mapping[TP, int]) -> dict[TP, int]:
+        """`offsets` (what Faust would commit) held at each anchored partition's next expected
+        offset: every record below that was processed, in order; a record past it may have been
+        acknowledged without being processed (a gap's, or one Faust took for skipped), and a commit
+        past it would lose that record to a crash. Partitions not anchored pass as they are."""
+        return {tp: min(n, self.expected.get(tp, n)) for tp, n in offsets.items()}
 
     def processed(self, records: Iterable[Record], now: float) -> None:
         """Records applied; only anchored partitions move (one revoked meanwhile stays forgotten)."""

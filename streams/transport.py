@@ -9,8 +9,12 @@
    in six lost tens to thousands of events this way (the partitions the killed worker had not yet
    committed). Here such a partition is reset as the consumer's `auto_offset_reset` says, and one
    committed at 0 is sought to 0. The same code runs on Apache Kafka, where the same loss happens.
-   Where each partition's fetching then restarts is handed to `on_seek`: the agent's continuity
-   check anchors its expectations there (streams/continuity.py).
+   Where each partition was sought to is handed to `on_seek`: the agent's continuity check
+   anchors its expectations there (streams/continuity.py). The target, not the position read
+   back: Faust resumes the stream partitions before this seek and its fetcher keeps running, so
+   the position read right after it had sometimes moved to the partition's end (seen on the kill
+   -9 test: committed 468, position 1431), and the expectation anchored there took every record in
+   between for seen, the ones Faust then lost included.
 2. The fetch wait. Faust asks the broker to hold each fetch up to 1.5 s for data. Apache Kafka
    answers as soon as a record arrives, so that costs nothing there; Tansu holds the request for
    the whole wait even while records arrive, which put ~400 ms of pure waiting under every event's
@@ -23,6 +27,12 @@
    callback itself. The callback almost always finishes without suspending (it decodes and puts
    the event on a queue with room), so the mended consumer runs its first step in place and only
    races it against the events, the stock way, when it does suspend (a full buffer, flow stopped).
+4. Commits. Faust commits the end of the first run of acknowledged offsets, and counts as
+   acknowledged every offset its drain saw skipped (`_add_gap`): records it fetched and then lost
+   (after the seek above, those its flow control cleared from the stream buffers) were committed
+   past, and a worker killed before the agent had them fetched again lost them for good. Given
+   `commit_limit`, the mended consumer commits no partition past what it returns: the agent's
+   next expected offset, below which every record has been processed.
 """
 
 from __future__ import annotations
@@ -39,26 +49,24 @@ from mode.services import WaitResults
 
 
 async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset: str,
-                                     skip_topics: set[str]) -> Mapping[TP, int | None]:
+                                     skip_topics: set[str]) -> tuple[Mapping[TP, int | None], dict[TP, int]]:
     """aiokafka's `seek_to_committed`, then the partitions it leaves alone (no committed offset, or 0)
     put where a fresh consumer would start: offset 0, or the `reset` policy ("earliest"/"latest").
-    `skip_topics` (table changelogs) keep their position: recovery seeks those itself."""
+    `skip_topics` (table changelogs) keep their position: recovery seeks those itself. Returns the
+    committed offsets (as aiokafka's seek does) and the offset every other partition was sought to:
+    the seek's target, not the position read back after it, which the fetcher, still running,
+    may already have moved on (then what it fetched in between is taken for seen)."""
     committed = await consumer.seek_to_committed()
-    left = {tp: offset for tp, offset in committed.items() if not offset and tp.topic not in skip_topics}
-    for tp in [tp for tp, offset in left.items() if offset == 0]:
-        consumer.seek(tp, 0)
-    if unset := [tp for tp, offset in left.items() if offset is None]:
-        await (consumer.seek_to_end(*unset) if reset == "latest" else consumer.seek_to_beginning(*unset))
-    return committed
-
-
-async def _seek_and_locate(consumer: aiokafka.AIOKafkaConsumer, reset: str,
-                           skip_topics: set[str]) -> tuple[Mapping[TP, int | None], dict[TP, int]]:
-    """The mended seek, and the position it left each partition outside `skip_topics` at."""
-    committed = await seek_to_committed_or_reset(consumer, reset, skip_topics)
-    positions = {TP(tp.topic, tp.partition): await consumer.position(tp)
-                 for tp in consumer.assignment() if tp.topic not in skip_topics}
-    return committed, positions
+    targets = {TP(tp.topic, tp.partition): offset for tp, offset in committed.items()
+               if offset and tp.topic not in skip_topics}
+    left = [tp for tp, offset in committed.items() if not offset and tp.topic not in skip_topics]
+    unset = [tp for tp in left if committed[tp] is None]
+    found = (await (consumer.end_offsets if reset == "latest" else consumer.beginning_offsets)(unset)) if unset else {}
+    for tp in left:
+        offset = found.get(tp, 0)
+        consumer.seek(tp, offset)
+        targets[TP(tp.topic, tp.partition)] = offset
+    return committed, targets
 
 
 class _Resumed(Awaitable[Any]):
@@ -102,10 +110,12 @@ async def wait_first_in_place(wait_first: Callable[..., Awaitable[WaitResults]],
 
 
 def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
-              on_seek: Callable[[Mapping[TP, int]], None] | None = None) -> driver.Transport:
+              on_seek: Callable[[Mapping[TP, int]], None] | None = None,
+              commit_limit: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None) -> driver.Transport:
     """The app's consumer transport with the committed-offset seek mended; with `fetch_max_wait_ms`,
-    its fetches wait at most that long at the broker; `on_seek` is given every stream partition's
-    position after each seek, in the app's event loop."""
+    its fetches wait at most that long at the broker; `on_seek` is given the offset every stream
+    partition was sought to, after each seek; `commit_limit` turns the offsets Faust would commit
+    into those it may. Both are called in the app's event loop."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -115,11 +125,11 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
             return consumer
 
         async def seek_to_committed(self) -> Mapping[TP, int | None]:
-            committed, positions = await self.call_thread(_seek_and_locate, self._ensure_consumer(),
-                                                          self.app.conf.consumer_auto_offset_reset,
-                                                          self.app.tables.changelog_topics)  # a new set each call
+            committed, targets = await self.call_thread(seek_to_committed_or_reset, self._ensure_consumer(),
+                                                        self.app.conf.consumer_auto_offset_reset,
+                                                        self.app.tables.changelog_topics)  # a new set each call
             if on_seek is not None:
-                on_seek(positions)
+                on_seek(targets)
             return committed
 
     class MendedConsumer(driver.Consumer):
@@ -132,6 +142,15 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
                 return await super().wait_first(*coros, timeout=timeout)
             settled = not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())
             return await wait_first_in_place(super().wait_first, settled, *coros)
+
+        def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+            """Faust's choice of offsets to commit, limited. Faust records what it commits as its own
+            committed offset, so the limit holds there too: acknowledgements below it are taken
+            again when the records come round again, and commit past the limit once they have."""
+            offsets = super()._filter_committable_offsets(tps)
+            if commit_limit is None:
+                return offsets
+            return {tp: n for tp, n in commit_limit(offsets).items() if self._should_commit(tp, n)}
 
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -89,3 +89,12 @@ def test_a_rebalance_keeps_kept_partitions_forgets_revoked_ones_and_anchors_new_
     assert B not in c.expected
     kept, refetch = c.admit([rec(A, 0), rec(A, 2), rec(B, 40)])  # A offered again; B unwatched now
     assert kept == [rec(A, 0), rec(A, 2), rec(B, 40)] and refetch == {}
+
+
+def test_no_partition_is_committed_past_its_expectation():
+    """What Faust would commit after counting records it lost as acknowledged: held where the
+    agent's in-order processing stands; partitions never anchored (Faust's own topics) pass."""
+    c = anchored(p0=5, p1=0)
+    c.processed([rec(A, 5), rec(A, 6), rec(B, 0)], now=1.0)
+    other = TP("leader", 0)
+    assert c.committable({A: 40, B: 1, other: 9}) == {A: 7, B: 1, other: 9}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
 from mode import Service
 
 from streams.broker import create_topics
@@ -25,8 +26,9 @@ RECORDS = 10  # per partition
 COMMITTED = {0: 5, 1: None, 2: 0}  # partition -> committed offset (None: never committed)
 
 
-async def positions_after_seek(bootstrap: str, topic: str, seek) -> dict[int, int]:
-    """Partition -> position after `seek(consumer)`, every partition having been read to its end first."""
+async def positions_after_seek(bootstrap: str, topic: str, seek) -> tuple[dict[int, int], Any]:
+    """Partition -> position after `seek(consumer)`, every partition having been read to its end
+    first; and what the seek returned."""
     tps = [TopicPartition(topic, p) for p in COMMITTED]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
@@ -44,32 +46,36 @@ async def positions_after_seek(bootstrap: str, topic: str, seek) -> dict[int, in
         await consumer.commit({tp: COMMITTED[tp.partition] for tp in tps if COMMITTED[tp.partition] is not None})
         for tp in tps:  # the records a rebalance window fetched and Faust dropped
             consumer.seek(tp, RECORDS)
-        await seek(consumer)
-        return {tp.partition: await consumer.position(tp) for tp in tps}
+        result = await seek(consumer)
+        return {tp.partition: await consumer.position(tp) for tp in tps}, result
     finally:
         await consumer.stop()
 
 
-def run(broker: str, name: str, seek) -> dict[int, int]:
+def run(broker: str, name: str, seek) -> tuple[dict[int, int], Any]:
     create_topics(broker, {name: len(COMMITTED)})
     return asyncio.run(asyncio.wait_for(positions_after_seek(broker, name, seek), 60))
 
 
 def test_stock_seek_leaves_uncommitted_partitions_past_the_dropped_records(broker):
     """What the mend is for; if aiokafka changes this, the mend may be dropped."""
-    got = run(broker, "t.seek.stock", lambda c: c.seek_to_committed())
+    got, _ = run(broker, "t.seek.stock", lambda c: c.seek_to_committed())
     assert got == {0: 5, 1: RECORDS, 2: RECORDS}
 
 
 @pytest.mark.parametrize(("reset", "uncommitted"), [("earliest", 0), ("latest", RECORDS)])
 def test_mended_seek_puts_every_partition_where_a_fresh_consumer_starts(broker, reset, uncommitted):
-    got = run(broker, f"t.seek.{reset}", lambda c: seek_to_committed_or_reset(c, reset, set()))
+    name = f"t.seek.{reset}"
+    got, (committed, targets) = run(broker, name, lambda c: seek_to_committed_or_reset(c, reset, set()))
     assert got == {0: 5, 1: uncommitted, 2: 0}
+    assert {tp.partition: n for tp, n in committed.items()} == COMMITTED  # what Faust's seek records
+    assert targets == {TP(name, p): n for p, n in got.items()}  # where it sought: the agent anchors there
 
 
 def test_mended_seek_leaves_changelogs_to_recovery(broker):
-    got = run(broker, "t.seek.changelog", lambda c: seek_to_committed_or_reset(c, "earliest", {"t.seek.changelog"}))
-    assert got == {0: 5, 1: RECORDS, 2: RECORDS}
+    name = "t.seek.changelog"
+    got, (_, targets) = run(broker, name, lambda c: seek_to_committed_or_reset(c, "earliest", {name}))
+    assert got == {0: 5, 1: RECORDS, 2: RECORDS} and targets == {}
 
 
 def race(body: Callable[[Service, asyncio.Event], Awaitable[Any]]) -> Any:

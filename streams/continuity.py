@@ -3,14 +3,15 @@
 Faust can lose records it has already fetched: aiokafka's position moves past them while they never
 reach the stream. One cause is mended in streams/transport.py (the seek after a rebalance). Another
 was seen in 2 of 19 two-worker takeovers after that mend: the survivor processed the first 8 or 9
-records of each partition it took over, its consumer's fetch position then stood at the
-end of each of them, and nothing more of theirs ever reached the agent. The cause, found on the kill
--9 test (2026-12-01): after a rebalance's recovery Faust resumes the stream partitions, then seeks
-them to their committed offsets, then resumes flow control, which clears every stream buffer; what
-its fetcher fetched and dispatched in between is dropped, and its drain, seeing the next offsets
-skip, marks the dropped ones acknowledged. Since a user's state keeps a per-partition offset
-watermark, a lost record is lost for good once a later record of its partition is applied. So the
-agent checks continuity itself, as any consumer that must not lose records should:
+records of each partition it took over, its consumer's fetch position then stood at the end of
+each of them, and nothing more of theirs ever reached the agent. Very likely that was the cause
+found on the kill -9 test (2026-12-01), whose signature it shares: after a rebalance's recovery
+Faust resumes the stream partitions, then seeks them to their committed offsets, then resumes flow
+control, which clears every stream buffer; what its fetcher fetched and dispatched in between is
+dropped, and its drain, seeing the next offsets skip, marks the dropped ones acknowledged. Since a
+user's state keeps a per-partition offset watermark, a lost record is lost for good once a later
+record of its partition is applied. So the agent checks continuity itself, as any consumer that
+must not lose records should:
 
 * a record past the next offset the agent expects of its partition (a gap) is not applied; the
   partition is fetched again from the expected offset, along with everything after it;

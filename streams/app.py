@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,17 +66,19 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | None = None,
-                   topics: set[str] | None = None) -> None:
+                   topics: Collection[str] = ()) -> None:
     """The mended consumer (streams/transport.py) on every profile, with Tansu's short fetch wait
     there; Faust has no setting for either. Given `continuity`, each seek anchors it for `topics`
-    (all, if None) and commits stop at its expectations. Call before declaring topics."""
+    and commits stop at its expectations. Call before declaring topics."""
     wait_ms = TANSU_FETCH_WAIT_MS if settings.tansu else None
     if continuity is None:
         app.transport = transport(app, wait_ms)
         return
-    anchor, now = continuity.anchor, time.monotonic
-    app.transport = transport(app, wait_ms, lambda targets: anchor(
-        {tp: n for tp, n in targets.items() if topics is None or tp.topic in topics}, now()), continuity.committable)
+
+    def on_seek(targets: Mapping[TP, int]) -> None:
+        continuity.anchor({tp: n for tp, n in targets.items() if tp.topic in topics}, time.monotonic())
+
+    app.transport = transport(app, wait_ms, on_seek, continuity.committable)
 
 
 @dataclass

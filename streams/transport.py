@@ -57,14 +57,14 @@ async def seek_to_committed_or_reset(consumer: aiokafka.AIOKafkaConsumer, reset:
     the seek's target, not the position read back after it, which the fetcher, still running,
     may already have moved on (then what it fetched in between is taken for seen)."""
     committed = await consumer.seek_to_committed()
-    targets = {TP(tp.topic, tp.partition): offset for tp, offset in committed.items()
-               if offset and tp.topic not in skip_topics}
-    left = [tp for tp, offset in committed.items() if not offset and tp.topic not in skip_topics]
-    unset = [tp for tp in left if committed[tp] is None]
+    mine = {tp: offset for tp, offset in committed.items() if tp.topic not in skip_topics}
+    unset = [tp for tp, offset in mine.items() if offset is None]
     found = (await (consumer.end_offsets if reset == "latest" else consumer.beginning_offsets)(unset)) if unset else {}
-    for tp in left:
-        offset = found.get(tp, 0)
-        consumer.seek(tp, offset)
+    targets = {}
+    for tp, offset in mine.items():
+        if not offset:  # aiokafka sought only those committed above 0
+            offset = found.get(tp, 0)
+            consumer.seek(tp, offset)
         targets[TP(tp.topic, tp.partition)] = offset
     return committed, targets
 

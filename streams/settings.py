@@ -48,6 +48,8 @@ class Settings:
     device: str = _opt("auto", "torch device for the encoder: `auto` (CUDA when present), `cpu`, `cuda`")
     compute_threads: int = _opt(0, "CPU threads of the worker's encoder and numpy (BLAS) on a full micro-batch "
                                 "(a backlog); one fewer on partial ones, left to the event loop; 0: one per core")
+    gil_switch_ms: float = _opt(0.5, "longest a worker thread keeps the GIL while another waits for it "
+                                "(Python's default: 5); shorter, the event loop's turn comes sooner")
     scenarios: tuple[str, ...] = _opt(("home", "search", "video"),
                                       "scenarios, comma-separated (must be among the model's)")
     seed: int = _opt(2020, "default seed for training and synthetic data")
@@ -101,6 +103,7 @@ class Settings:
             "diversity": 0.0 <= self.diversity <= 1.0,
             "partitions": self.partitions >= 1,
             "compute_threads": self.compute_threads >= 0,
+            "gil_switch_ms": self.gil_switch_ms > 0,
             "batch_size": self.batch_size >= 1,
             "top_k": self.top_k >= 1,
             "quality_window": self.quality_window >= 1,

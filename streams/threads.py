@@ -9,9 +9,14 @@ matrices do gain from every core and the event loop has work queued anyway: one 
 
 Only the compute thread may set them: OpenBLAS (numpy's and scipy's builds, 0.3.30/0.3.31) ignores a
 count set from one thread once another thread has set one, and nothing tells.
+
+And how long each of the worker's Python threads (event loop, aiokafka's consumer thread, the compute
+thread) keeps the GIL while another waits for it: `share_gil`.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from threadpoolctl import ThreadpoolController
@@ -34,3 +39,13 @@ class ComputeThreads:
                 lib.set_num_threads(n)
             self.current = n
         return n
+
+
+def share_gil(switch_ms: float) -> None:
+    """The GIL's switch interval for this process. Python's 5 ms means a thread that wants the GIL
+    waits up to 5 ms behind one running Python, and a worker's three busy threads hold it ~70% of the
+    time at 1,000 events/s: the event loop, which acknowledges, produces and starts each batch, queues
+    behind the other two many times a batch. At 0.5 ms, four alternating pairs of e2e runs on 2 cores
+    (ops/bench/RESULTS.md, 2026-12-01 late): p99 at 1,000 events/s 234-290 vs 327-717 ms, for 2-5%
+    more CPU per event and the same flat-out throughput."""
+    sys.setswitchinterval(switch_ms / 1000)

@@ -69,9 +69,11 @@ def worker_started(port: int) -> bool:
     return bool(set(processes_with(f"IU_WEB_PORT={port}".encode())) & set(processes_with(b"streams.cli\0worker")))
 
 
-@pytest.mark.parametrize("when", ["starting", "consuming"])
-def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path, when):
-    """Ctrl-C while the worker is still starting, or while the demo watches it consume."""
+@pytest.mark.parametrize(("when", "sig"), [("starting", signal.SIGINT), ("consuming", signal.SIGINT),
+                                           ("consuming", signal.SIGTERM)])
+def test_ctrl_c_or_a_stop_request_stops_the_worker_and_the_broker(tiny_model, tmp_path, when, sig):
+    """Ctrl-C while the worker is still starting, or while the demo watches it consume; and SIGTERM
+    (`timeout`, `kill`), after which a stock Python process would leave both running."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IU_")}
     env.update({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_DEVICE": "cpu",
@@ -89,7 +91,7 @@ def test_ctrl_c_stops_the_worker_and_the_broker(tiny_model, tmp_path, when):
             assert demo.poll() is None, demo.stdout.read().decode(errors="replace")[-3000:] if demo.stdout else ""
             time.sleep(0.1)
         assert when == "consuming" or not worker_consumes(port), "the worker was ready already"
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(sig)
         out = demo.communicate(timeout=90)[0].decode(errors="replace")
     finally:
         if demo.poll() is None:

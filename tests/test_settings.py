@@ -44,3 +44,5 @@ def test_partial_batches_leave_a_core_to_the_event_loop():
     assert Settings.from_env({"IU_COMPUTE_THREADS": "1"}).thread_budget == (1, 1)
     with pytest.raises(SettingsError, match="IU_COMPUTE_THREADS"):
         Settings.from_env({"IU_COMPUTE_THREADS": "-1"})
+    with pytest.raises(SettingsError, match="IU_GIL_SWITCH_MS"):
+        Settings.from_env({"IU_GIL_SWITCH_MS": "0"})

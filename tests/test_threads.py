@@ -41,3 +41,10 @@ def test_partial_and_full_batches_get_their_counts_in_the_compute_thread():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["seen"] == [[1, 1, [1]], [2, 2, [2]], [1, 1, [1]]]
     assert out["main_torch_after"] == out["main_torch_before"]  # torch's count is per thread
+
+
+def test_the_worker_shares_the_gil_at_the_interval_it_is_given():
+    probe = ("import sys; from streams.settings import Settings; from streams.threads import share_gil; "
+             "share_gil(Settings.from_env({'IU_GIL_SWITCH_MS': '0.25'}).gil_switch_ms); print(sys.getswitchinterval())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert abs(float(out.stdout) - 0.00025) < 1e-9

@@ -70,6 +70,9 @@ def _ensure_model(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    # A stop request (`timeout`, `kill`, a CI runner ending the job) is taken as a Ctrl-C: by default
+    # SIGTERM ends this process at once and leaves its worker and broker running, unowned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     folder = resolve("ml-100k", settings)
     _ensure_model(args, settings)
     items = read_items(folder / "items.csv")
@@ -158,7 +161,8 @@ def _follow(args: argparse.Namespace, settings: Settings, worker: WorkerProcess,
                     return stats
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the worker
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not orphan the worker
+                signal.signal(sig, signal.SIG_IGN)
             # Said at once: the worker's graceful stop (commit, flush, leave the group) takes seconds.
             live.console.print("Ctrl-C: stopping the worker, then the broker (10-20 s)...")
             return None

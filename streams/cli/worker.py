@@ -11,6 +11,7 @@ from streams.heap import settle_heap, time_collections
 from streams.runtime import load_processor
 from streams.settings import Settings
 from streams.supervise import WorkerError
+from streams.threads import share_gil
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -38,6 +39,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     with broker_for(settings) as bootstrap:
         prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
         app = build_app(settings, bootstrap, load_processor(settings))
+        share_gil(settings.gil_switch_ms)
         metrics.GC_FROZEN.set(settle_heap())
         time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
         try:

@@ -45,14 +45,16 @@ def publish(p: Producer, messages: Iterable[tuple[str, bytes, bytes]], rate: flo
             total: int | None = None, progress: bool = True) -> int:
     """(topic, key, value) at `rate` messages/s (0: as fast as the client goes); how many were sent."""
     start, n = time.perf_counter(), 0
-    for topic, key, value in tqdm(messages, total=total, unit="ev", disable=not progress, mininterval=0.5):
-        if rate > 0:
-            ahead = start + n / rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-        _produce(p, topic, key, value)
-        n += 1
-    remaining = p.flush(60)
+    try:
+        for topic, key, value in tqdm(messages, total=total, unit="ev", disable=not progress, mininterval=0.5):
+            if rate > 0:
+                ahead = start + n / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            _produce(p, topic, key, value)
+            n += 1
+    finally:  # on Ctrl-C or SIGTERM too: what was sent so far is delivered, not dropped with the client's queue
+        remaining = p.flush(60)
     if remaining:
         raise RuntimeError(f"{remaining} messages were not delivered within 60 s")
     return n

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -124,16 +125,45 @@ def check_publish(broker: str) -> None:
                        capture_output=True, env={**os.environ, "IU_KAFKA_BOOTSTRAP": broker}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["events_published"] == 2
-    c = Consumer({"bootstrap.servers": broker, "group.id": "t-publish", "auto.offset.reset": "earliest"})
-    c.subscribe(["iu.events.search", "iu.events.home"])
-    got, deadline = {}, time.monotonic() + 30
-    while len(got) < 2 and time.monotonic() < deadline:
+    got = last_on(broker, ["iu.events.search", "iu.events.home"], 30)
+    assert got["iu.events.search"][0] == b"u7"
+    assert got["iu.events.home"] == (b"", b"garbage")  # unroutable lines still go out, to be dead-lettered
+
+
+def test_a_stop_request_ends_a_command_as_ctrl_c_does():
+    """SIGTERM (`timeout`, `kill`, a CI runner) is a Ctrl-C for every `iu` command: `iu publish` waiting
+    on an open stdin delivers what it read and exits 130, where a stock Python process dies of the signal."""
+    with EmbeddedBroker() as b:
+        pub = subprocess.Popen([sys.executable, "-m", "streams.cli", "publish"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "IU_KAFKA_BOOTSTRAP": b.bootstrap})
+        try:
+            assert pub.stdin is not None
+            pub.stdin.write(json.dumps({"event_id": "t1", "user_id": "u1", "item_id": "1", "action": "click",
+                                        "scenario": "home", "ts": 1}).encode() + b"\n")
+            pub.stdin.flush()
+            assert last_on(b.bootstrap, ["iu.events.home"], 60)["iu.events.home"][0] == b"u1"
+            pub.send_signal(signal.SIGTERM)
+            _, err = pub.communicate(timeout=60)
+        finally:
+            if pub.poll() is None:
+                pub.kill()
+                pub.wait(30)
+    assert pub.returncode == 130, err.decode(errors="replace")
+    assert b"iu: interrupted" in err
+
+
+def last_on(broker: str, topics: list[str], timeout: float) -> dict[str, tuple[bytes, bytes]]:
+    """The last (key, value) read from each topic, once every topic has one or `timeout` seconds passed."""
+    c = Consumer({"bootstrap.servers": broker, "group.id": f"t-{'-'.join(topics)}", "auto.offset.reset": "earliest"})
+    c.subscribe(topics)
+    got, deadline = {}, time.monotonic() + timeout
+    while len(got) < len(topics) and time.monotonic() < deadline:
         m = c.poll(0.5)
         if m is not None and not m.error():
             got[m.topic()] = (m.key(), m.value())
     c.close()
-    assert got["iu.events.search"][0] == b"u7"
-    assert got["iu.events.home"] == (b"", b"garbage")  # unroutable lines still go out, to be dead-lettered
+    return got
 
 
 def test_replay_without_a_broker_says_what_to_do():

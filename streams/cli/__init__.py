@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from streams.broker import BrokerError
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iu: bad configuration: {e}", file=sys.stderr)
         return 2
     args = build_parser(settings).parse_args(argv)
+    # A stop request (`timeout`, `kill`, a CI runner ending the job) is taken as a Ctrl-C, so what a
+    # command started (the demo's worker and broker, a producer's unflushed batch) is stopped on the way
+    # out; by default SIGTERM ends the process at once and leaves its children running, unowned.
+    # `iu worker` and `iu broker` install their own handlers for both signals over this one.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args.func(args, settings) or 0)
     except (FileNotFoundError, BrokerError, VectorStoreError, WorkerError) as e:

@@ -70,9 +70,6 @@ def _ensure_model(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    # A stop request (`timeout`, `kill`, a CI runner ending the job) is taken as a Ctrl-C: by default
-    # SIGTERM ends this process at once and leaves its worker and broker running, unowned.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     folder = resolve("ml-100k", settings)
     _ensure_model(args, settings)
     items = read_items(folder / "items.csv")

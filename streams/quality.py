@@ -40,12 +40,47 @@ class LRU(OrderedDict[K, V]):
         return previous
 
 
+class TopCounts:
+    """Counts that grow by one at a time, with the `n` largest kept in order as they grow.
+
+    Why not `Counter.most_common`: it scans every item counted (a catalog's worth) each time it is
+    asked, and the baseline asks once per scenario per micro-batch: at ml-100k's 1,682 items that scan
+    was 30% of the monitor's time. Here an increment costs a set lookup, and a few swaps when it reorders
+    the top. An item outside the top had at most the top's smallest count, so one more can lift it in
+    only past that one; ties keep the item that got there first."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.counts: Counter[str] = Counter()
+        self.top: list[str] = []  # the n most counted, most first
+        self._in_top: set[str] = set()
+
+    def add(self, item: str) -> None:
+        counts, top = self.counts, self.top
+        c = counts[item] = counts[item] + 1
+        if item in self._in_top:
+            i = top.index(item)
+        elif len(top) < self.n:
+            i = len(top)
+            top.append(item)
+            self._in_top.add(item)
+        elif c > counts[top[-1]]:
+            i = len(top) - 1
+            self._in_top.discard(top[i])
+            top[i] = item
+            self._in_top.add(item)
+        else:
+            return
+        while i > 0 and counts[top[i - 1]] < c:
+            top[i - 1], top[i] = item, top[i - 1]
+            i -= 1
+
+
 class OnlineQuality:
     def __init__(self, scenarios: tuple[str, ...], k: int, window: int, capacity: int, max_seen: int) -> None:
-        self.k, self.max_seen = k, max_seen
+        self.k = k
         self.lists: LRU[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = LRU(capacity)
-        self.popularity = {s: Counter[str]() for s in scenarios}
-        self._top: dict[str, list[str]] = {}  # per scenario, invalidated by new counts
+        self.popularity = {s: TopCounts(k + max_seen) for s in scenarios}
         self.rolling = {(s, r): utils.Rolling(stats.Mean, window_size=window) for s in scenarios for r in RECOMMENDERS}
         self.trials: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()
@@ -64,14 +99,10 @@ class OnlineQuality:
 
     def count(self, scenario: str, item_id: str) -> None:
         """The event, once scored, feeds the popularity baseline."""
-        self.popularity[scenario][item_id] += 1
-        self._top.pop(scenario, None)
+        self.popularity[scenario].add(item_id)
 
     def remember(self, user_id: str, scenario: str, ours: list[str], seen: frozenset[str]) -> None:
-        top = self._top.get(scenario)
-        if top is None:  # once per scenario per micro-batch, not per user
-            top = self._top[scenario] = [i for i, _ in self.popularity[scenario].most_common(self.k + self.max_seen)]
-        baseline = frozenset([i for i in top if i not in seen][: self.k])
+        baseline = frozenset([i for i in self.popularity[scenario].top if i not in seen][: self.k])
         self.lists.put((user_id, scenario), (frozenset(ours), baseline))
 
     def hit_rate(self, scenario: str, recommender: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streams.drift import DriftDetectors
-from streams.quality import OnlineQuality
+from streams.quality import OnlineQuality, TopCounts
 
 SCENARIOS = ("home", "search")
 
@@ -34,6 +34,18 @@ def test_popularity_baseline_is_the_scenarios_top_items_minus_what_the_user_saw(
     assert q.trial("u", "home", "z") == (False, True)
     assert q.trial("u", "home", "x") == (False, False)  # seen items are left out of both lists
     assert abs(q.hit_rate("home", "popularity") - 2 / 3) < 1e-9
+
+
+def test_top_counts_stay_the_largest_counts_in_order_as_they_grow():
+    rng = np.random.default_rng(7)
+    top = TopCounts(5)
+    for step, item in enumerate(rng.zipf(1.3, 5000) % 300):  # skewed, with a long tail and many ties
+        top.add(str(item))
+        if step % 97 == 0 or step == 4999:
+            counts = [top.counts[i] for i in top.top]
+            assert counts == sorted(counts, reverse=True)
+            assert len(set(top.top)) == len(top.top) == min(5, len(top.counts))
+            assert sorted(top.counts.values(), reverse=True)[:5] == counts  # none outside counts more
 
 
 def test_rolling_hit_rate_forgets_old_trials_and_memory_is_bounded():

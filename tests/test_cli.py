@@ -7,10 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-
-from confluent_kafka import Consumer
 
 from streams.broker import EmbeddedBroker, free_port
 from streams.cli import build_parser
@@ -112,25 +109,21 @@ def test_worker_on_a_port_in_use_says_so(tmp_path):
         fails_with_one_line(iu("worker", env={"IU_WEB_PORT": str(port)}), f"127.0.0.1:{port}", "IU_WEB_PORT")
 
 
-def test_publish_routes_json_lines_by_scenario_and_user():
-    with EmbeddedBroker() as b:  # its own: other tests make topics with other partition counts
-        check_publish(b.bootstrap)
-
-
-def check_publish(broker: str) -> None:
-
+def test_publish_routes_json_lines_by_scenario_and_user(consume_all):
     lines = [json.dumps({"event_id": "p1", "user_id": "u7", "item_id": "1", "action": "click",
                          "scenario": "search", "ts": 1}), "garbage"]
-    r = subprocess.run([sys.executable, "-m", "streams.cli", "publish"], input="\n".join(lines), text=True,
-                       capture_output=True, env={**os.environ, "IU_KAFKA_BOOTSTRAP": broker}, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["events_published"] == 2
-    got = last_on(broker, ["iu.events.search", "iu.events.home"], 30)
-    assert got["iu.events.search"][0] == b"u7"
-    assert got["iu.events.home"] == (b"", b"garbage")  # unroutable lines still go out, to be dead-lettered
+    with EmbeddedBroker() as b:  # its own: other tests make topics with other partition counts
+        r = subprocess.run([sys.executable, "-m", "streams.cli", "publish"], input="\n".join(lines), text=True,
+                           capture_output=True, env={**os.environ, "IU_KAFKA_BOOTSTRAP": b.bootstrap}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["events_published"] == 2
+        search = consume_all(b.bootstrap, "iu.events.search", lambda ms: ms, 30)
+        home = consume_all(b.bootstrap, "iu.events.home", lambda ms: ms, 30)
+    assert [m.key() for m in search] == [b"u7"]
+    assert [(m.key(), m.value()) for m in home] == [(b"", b"garbage")]  # unroutable: sent, to be dead-lettered
 
 
-def test_a_stop_request_ends_a_command_as_ctrl_c_does():
+def test_a_stop_request_ends_a_command_as_ctrl_c_does(consume_all):
     """SIGTERM (`timeout`, `kill`, a CI runner) is a Ctrl-C for every `iu` command: `iu publish` waiting
     on an open stdin delivers what it read and exits 130, where a stock Python process dies of the signal."""
     with EmbeddedBroker() as b:
@@ -142,8 +135,9 @@ def test_a_stop_request_ends_a_command_as_ctrl_c_does():
             pub.stdin.write(json.dumps({"event_id": "t1", "user_id": "u1", "item_id": "1", "action": "click",
                                         "scenario": "home", "ts": 1}).encode() + b"\n")
             pub.stdin.flush()
-            assert last_on(b.bootstrap, ["iu.events.home"], 60)["iu.events.home"][0] == b"u1"
+            assert [m.key() for m in consume_all(b.bootstrap, "iu.events.home", lambda ms: ms, 60)] == [b"u1"]
             pub.send_signal(signal.SIGTERM)
+            pub.wait(60)  # with stdin still open: closing it would end the command the normal way
             _, err = pub.communicate(timeout=60)
         finally:
             if pub.poll() is None:
@@ -151,19 +145,6 @@ def test_a_stop_request_ends_a_command_as_ctrl_c_does():
                 pub.wait(30)
     assert pub.returncode == 130, err.decode(errors="replace")
     assert b"iu: interrupted" in err
-
-
-def last_on(broker: str, topics: list[str], timeout: float) -> dict[str, tuple[bytes, bytes]]:
-    """The last (key, value) read from each topic, once every topic has one or `timeout` seconds passed."""
-    c = Consumer({"bootstrap.servers": broker, "group.id": f"t-{'-'.join(topics)}", "auto.offset.reset": "earliest"})
-    c.subscribe(topics)
-    got, deadline = {}, time.monotonic() + timeout
-    while len(got) < len(topics) and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            got[m.topic()] = (m.key(), m.value())
-    c.close()
-    return got
 
 
 def test_replay_without_a_broker_says_what_to_do():

@@ -31,7 +31,6 @@ from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
-from streams.sink import Sink
 from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, all_topics, events_topic
 from streams.transport import transport
 
@@ -118,10 +117,12 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     tune_transport(app, settings, continuity, consumed)
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
     items = app.topic(ITEMS, **RAW)
+    recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)
+    dead_letters = app.topic(DEAD_LETTERS, partitions=1, **RAW)
     # use_partitioner: the changelog partition is the key's hash (murmur2, as producers must key too),
     # which lets a micro-batch write its users outside per-event stream iteration.
     table = app.Table(TABLE, default=None, partitions=settings.partitions, use_partitioner=True, **RAW)
-    sink = Sink(bootstrap)  # lists, dead letters and alarms; the changelog goes through Faust's producer
+    drift = app.topic(DRIFT, partitions=1, **RAW)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus, one at a time
     stats = Stats()
     monitor = Monitor(settings.scenarios, {events_topic(s): s for s in settings.scenarios}, settings.top_k,
@@ -146,15 +147,12 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
     async def offload(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    def dead_letter(letters: list[DeadLetter]) -> None:
+    async def dead_letter(letters: list[DeadLetter]) -> list[Awaitable[object]]:
+        sent = []
         for d in letters:
-            sink.send(DEAD_LETTERS, d.record.key, d.record.value, d.headers())
+            sent.append(await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers()))
             metrics.DEAD_LETTERS.labels(d.reason.value).inc()
-
-    async def deliver(changelog: Sequence[Awaitable[object]]) -> None:
-        """Both producers' records acknowledged, or the batch fails uncommitted."""
-        timeout = settings.delivery_timeout_s
-        await asyncio.gather(delivered(changelog, timeout), asyncio.to_thread(sink.deliver, timeout))
+        return sent
 
     async def update_batch(stream: faust.StreamT, batch: Sequence[faust.types.EventT]) -> None:
         records = await admitted(batch)
@@ -176,12 +174,12 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
             stream._set_current_event(current)  # the take buffer reads it back
         with metrics.stage("produce"):
             for key, value in result.recommendations:
-                sink.send(RECOMMENDATIONS, key, value)
-            dead_letter(result.dead_letters)
+                sent.append(await recommendations.send(key=key, value=value))
+            sent += await dead_letter(result.dead_letters)
             for d in monitor.observe(result, len(records)):
-                sink.send(DRIFT, d.detector.encode(), json.dumps(d.as_dict()).encode())
+                sent.append(await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode()))
         with metrics.stage("deliver"):
-            await deliver(sent)
+            await delivered(sent, settings.delivery_timeout_s)
         continuity.processed(records, time.monotonic())
         stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
                              "withheld": result.withheld, "batches": 1, **result.outcomes})
@@ -193,8 +191,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         if good:
             await offload(processor.catalog.add, good)
         rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
-        dead_letter(rejected)
-        await deliver([])
+        await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
         continuity.processed(records, time.monotonic())
         stats.counts.update({"items_in": len(records), "items_applied": len(good)})
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from tqdm import tqdm
 
 from models.data.contract import Event, Item
@@ -36,7 +36,7 @@ def event_json(e: Event) -> bytes:
 
 def publish_catalog(p: Producer, items: list[Item]) -> int:
     for it in items:
-        produce(p, ITEMS, it.item_id.encode(), item_json(it))
+        _produce(p, ITEMS, it.item_id.encode(), item_json(it))
     p.flush(30)
     return len(items)
 
@@ -51,7 +51,7 @@ def publish(p: Producer, messages: Iterable[tuple[str, bytes, bytes]], rate: flo
                 ahead = start + n / rate - time.perf_counter()
                 if ahead > 0:
                     time.sleep(ahead)
-            produce(p, topic, key, value)
+            _produce(p, topic, key, value)
             n += 1
     finally:  # on Ctrl-C or SIGTERM too: what was sent so far is delivered, not dropped with the client's queue
         remaining = p.flush(60)
@@ -65,12 +65,10 @@ def event_messages(events: Iterable[Event]) -> Iterator[tuple[str, bytes, bytes]
         yield events_topic(e.scenario), e.user_id.encode(), event_json(e)
 
 
-def produce(p: Producer, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
-            on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-    """One message, waiting out a full local queue rather than failing on it."""
+def _produce(p: Producer, topic: str, key: bytes, value: bytes) -> None:
     while True:
         try:
-            p.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            p.produce(topic, value=value, key=key)
             p.poll(0)
             return
         except BufferError:  # local queue full: let deliveries drain

@@ -172,11 +172,13 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                 table.data[key] = raw
                 sent.append(table.send_changelog(None, key, raw))
             stream._set_current_event(current)  # the take buffer reads it back
+        with metrics.stage("monitor"):
+            detections = monitor.observe(result, len(records))
         with metrics.stage("produce"):
             for key, value in result.recommendations:
                 sent.append(await recommendations.send(key=key, value=value))
             sent += await dead_letter(result.dead_letters)
-            for d in monitor.observe(result, len(records)):
+            for d in detections:
                 sent.append(await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode()))
         with metrics.stage("deliver"):
             await delivered(sent, settings.delivery_timeout_s)

@@ -31,7 +31,7 @@ disable_created_metrics()  # `_created` series double the exposition and no dash
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "produce", "deliver")
+STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "monitor", "produce", "deliver")
 MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items", "load")
 REFETCH_REASONS = ("gap", "stall")  # see streams/continuity.py
 

@@ -33,6 +33,9 @@
    past, and a worker killed before the agent had them fetched again lost them for good. Given
    `commit_limit`, the mended consumer commits no partition past what it returns: the agent's
    next expected offset, below which every record has been processed.
+5. End offsets. Table recovery reads each changelog partition up to the end offset ListOffsets
+   reports; given `end_offsets`, the mended consumer corrects what the broker reported first. On
+   Tansu that report is short of the end after a multi-record batch (`broker.end_offsets_read`).
 """
 
 from __future__ import annotations
@@ -111,11 +114,13 @@ async def wait_first_in_place(wait_first: Callable[..., Awaitable[WaitResults]],
 
 def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
               on_seek: Callable[[Mapping[TP, int]], None] | None = None,
-              commit_limit: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None) -> driver.Transport:
+              commit_limit: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None,
+              end_offsets: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None) -> driver.Transport:
     """The app's consumer transport with the committed-offset seek mended; with `fetch_max_wait_ms`,
     its fetches wait at most that long at the broker; `on_seek` is given the offset every stream
     partition was sought to, after each seek; `commit_limit` turns the offsets Faust would commit
-    into those it may. Both are called in the app's event loop."""
+    into those it may. Both are called in the app's event loop. `end_offsets` corrects the end
+    offsets the broker reports (blocking: it runs in a thread of its own)."""
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -131,6 +136,12 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
             if on_seek is not None:
                 on_seek(targets)
             return committed
+
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            reported = await super().highwaters(*partitions)
+            if end_offsets is None:
+                return reported
+            return await asyncio.to_thread(end_offsets, reported)
 
     class MendedConsumer(driver.Consumer):
         async def wait_first(self, *coros: Any, timeout: float | None = None) -> WaitResults:

@@ -4,45 +4,34 @@ Same broker, same partitions, same Tansu workarounds, same message bytes as the 
 what Faust itself costs per event on this machine, so the worker's throughput can be read as a
 ratio of it. Started by `ops.bench.e2e` as
 
-    IU_KAFKA_BOOTSTRAP=host:port [CEILING_BATCHED=1] python -m ops.bench.ceiling worker --without-web -l warn
+    IU_KAFKA_BOOTSTRAP=host:port python -m ops.bench.ceiling worker --without-web -l warn
 
-CEILING_BATCHED=1 drops the one-record-per-produce-batch workaround (which only the table
-changelog needs). Without it aiokafka keeps one single-record batch in flight per partition, so
-the agent is bound by broker round trips rather than by CPU. Each variant has its own app id and
-topics, so one run never sees the other's messages or offsets.
+(Until 2026-12-02 it ran twice, with and without the one-record-per-produce-batch workaround that
+Tansu's ListOffsets once needed; the transport corrects the end offsets now, so there is one way.)
 """
 
 from __future__ import annotations
-
-import os
 
 import faust
 
 from streams.app import broker_options, tune_transport
 from streams.settings import Settings
 
-
-def names(batched: bool) -> tuple[str, tuple[str, ...], str]:
-    """(app id, source topics, sink topic) of a variant; Faust's leader topic is f"{app id}-__assignor-__leader"."""
-    variant = "batched" if batched else "configured"
-    return (f"iu-bench-ceiling-{variant}", tuple(f"bench.ceiling.{variant}.{s}" for s in Settings().scenarios),
-            f"bench.ceiling.{variant}.out")
+APP_ID = "iu-bench-ceiling"  # Faust's leader topic is f"{APP_ID}-__assignor-__leader"
+SOURCES = tuple(f"bench.ceiling.{s}" for s in Settings().scenarios)
+SINK = "bench.ceiling.out"
 
 
 def main() -> None:
-    batched = os.environ.get("CEILING_BATCHED") == "1"
-    app_id, sources, sink_topic = names(batched)
     settings = Settings.from_env()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    options = broker_options(settings)
-    if batched:
-        options.pop("producer_max_batch_size", None)
-    app = faust.App(app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://",
+    app = faust.App(APP_ID, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://",
                     datadir=str(settings.state_dir / "ceiling"), processing_guarantee="at_least_once",
-                    topic_partitions=settings.partitions, key_serializer="raw", value_serializer="raw", **options)
+                    topic_partitions=settings.partitions, key_serializer="raw", value_serializer="raw",
+                    **broker_options(settings))
     tune_transport(app, settings)
-    source = app.topic(*sources, key_type=bytes, value_type=bytes)
-    sink = app.topic(sink_topic, key_type=bytes, value_type=bytes)
+    source = app.topic(*SOURCES, key_type=bytes, value_type=bytes)
+    sink = app.topic(SINK, key_type=bytes, value_type=bytes)
 
     @app.agent(source)
     async def forward(stream: faust.StreamT) -> None:

@@ -162,7 +162,6 @@ def broker_for(settings: Settings, announce: bool = True) -> Iterator[str]:
         yield b.bootstrap
 
 
-
 def end_offsets_read(bootstrap: str, reported: Mapping[tuple[str, int], int], timeout: float = 10.0
                      ) -> dict[tuple[str, int], int]:
     """Each partition's end offset as a fetch reports it, given what ListOffsets(latest) said.
@@ -177,7 +176,7 @@ def end_offsets_read(bootstrap: str, reported: Mapping[tuple[str, int], int], ti
     if not wanted:
         return dict(reported)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "iu-end-offsets", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "fetch.wait.max.ms": 10, "log_level": 4})
+                  "enable.partition.eof": True, "fetch.wait.max.ms": 10, "log_level": 4})  # warnings and worse
     try:
         c.assign([TopicPartition(topic, partition, n - 1) for (topic, partition), n in wanted.items()])
         pending, deadline = set(wanted), time.monotonic() + timeout

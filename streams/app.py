@@ -72,8 +72,8 @@ def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | 
     there; Faust has no setting for either. Given `continuity`, each seek anchors it for `topics`
     and commits stop at its expectations. Call before declaring topics."""
     wait_ms = TANSU_FETCH_WAIT_MS if settings.tansu else None
-    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-    ends = functools.partial(end_offsets_read, bootstrap) if settings.tansu else None
+    ends = (functools.partial(end_offsets_read, ",".join(f"{url.host}:{url.port}" for url in app.conf.broker))
+            if settings.tansu else None)
     if continuity is None:
         app.transport = transport(app, wait_ms, end_offsets=ends)
         return

@@ -22,6 +22,7 @@ from typing import IO
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.replay import QUIET
 from streams.settings import Settings
 
 
@@ -176,7 +177,7 @@ def end_offsets_read(bootstrap: str, reported: Mapping[tuple[str, int], int], ti
     if not wanted:
         return dict(reported)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "iu-end-offsets", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "fetch.wait.max.ms": 10, "log_level": 4})  # warnings and worse
+                  "enable.partition.eof": True, "fetch.wait.max.ms": 10, "log_level": QUIET})
     try:
         c.assign([TopicPartition(topic, partition, n - 1) for (topic, partition), n in wanted.items()])
         pending, deadline = set(wanted), time.monotonic() + timeout

@@ -34,12 +34,6 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.index)
 
-    def vector(self, item_id: str) -> np.ndarray:
-        return self.encoder.table[self.index[item_id]]
-
-    def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
-        return {i: self.vector(i) for i in ids}
-
     def matrix(self, ids: list[str]) -> np.ndarray:
         """The items' vectors as rows of one array, in one indexing of the table."""
         return self.encoder.table[[self.index[i] for i in ids]]
@@ -73,7 +67,7 @@ class Catalog:
             vecs = self.encoder.project_text(embed_texts([it.text for it in cold]))
             self._place([it.item_id for it in cold], vecs)
         ids = [it.item_id for it in items]
-        self.store.upsert_items(ids, [self.titles[i] for i in ids], np.stack([self.vector(i) for i in ids]),
+        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.matrix(ids),
                                 self.encoder.model_version)
 
     def resolve(self, ids: set[str]) -> set[str]:

@@ -229,9 +229,7 @@ class Processor:
                     return [None] * len(requests)
                 self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
         with metrics.stage("rerank"):
-            ranked: list[Ranked | None] = []
-            for n, (c, (_, st, _)) in enumerate(zip(candidates, requests, strict=True)):
-                known = [(i, s) for i, s in c if i in self.catalog]  # an unresolved item can't be re-ranked
-                ranked.append(Ranked(rerank(known, set(st.items), self.catalog.vectors([i for i, _ in known]), k,
-                                            self.settings.diversity), fused[n], weights[n]))
-            return ranked
+            known = [[(i, s) for i, s in c if i in self.catalog] for c in candidates]  # unresolved: can't re-rank
+            lists = rerank(known, [set(st.items) for _, st, _ in requests], self.catalog.matrix, k,
+                           self.settings.diversity)
+            return [Ranked(items, fused[n], weights[n]) for n, items in enumerate(lists)]

@@ -115,5 +115,42 @@ def test_ring_is_the_last_l_by_time_whatever_the_arrival_order(order):
 def test_rerank_filters_seen_items_and_diversifies():
     vecs = {"a": np.array([1.0, 0]), "b": np.array([0.99, 0.01]), "c": np.array([0.0, 1]), "d": np.array([1.0, 0])}
     cands = [("d", 4.0), ("a", 3.0), ("b", 2.9), ("c", 1.0)]
-    assert [i for i, _ in rerank(cands, {"d"}, vecs, 2, 0.0)] == ["a", "b"]
-    assert [i for i, _ in rerank(cands, {"d"}, vecs, 2, 0.5)] == ["a", "c"]
+    matrix = lambda ids: np.stack([vecs[i] for i in ids])  # noqa: E731
+    assert [i for i, _ in rerank([cands], [{"d"}], matrix, 2, 0.0)[0]] == ["a", "b"]
+    assert [i for i, _ in rerank([cands], [{"d"}], matrix, 2, 0.5)[0]] == ["a", "c"]
+
+
+def _mmr(pool: list[tuple[str, float]], vecs: dict[str, np.ndarray], k: int, diversity: float) -> list[str]:
+    """MMR as its definition reads, one user and one candidate at a time: the batched re-rank's oracle."""
+    if len(pool) <= 1:
+        return [i for i, _ in pool[:k]]
+    lo, hi = min(s for _, s in pool), max(s for _, s in pool)
+    rel = {i: (s - lo) / (hi - lo) if hi > lo else 1.0 for i, s in pool}
+    unit = {i: vecs[i] / np.linalg.norm(vecs[i]) for i, _ in pool}
+    picked: list[str] = []
+    for _ in range(min(k, len(pool))):
+        free = [i for i, _ in pool if i not in picked]
+        picked.append(max(free, key=lambda i: (1 - diversity) * rel[i]
+                          - diversity * max((float(unit[i] @ unit[j]) for j in picked), default=0.0)))
+    return picked
+
+
+def test_a_batch_reranks_each_user_as_mmr_would_alone():
+    """Users of a batch share one padded array: pools of 0 to 40 candidates, some all seen, must not
+    leak into each other, and each list must be MMR's."""
+    rng = np.random.default_rng(7)
+    vecs = {f"i{n}": v for n, v in enumerate(rng.normal(size=(200, DIM)))}
+    matrix = lambda ids: np.stack([vecs[i] for i in ids]).astype(np.float32)  # noqa: E731
+    cands, seen = [], []
+    for size in [0, 1, 2, 3, 40, 17, 5, 40, 12, 1]:
+        ids = rng.choice(200, size, replace=False)
+        scores = np.sort(rng.normal(size=size))[::-1]
+        cands.append([(f"i{n}", float(s)) for n, s in zip(ids, scores, strict=True)])
+        seen.append({f"i{n}" for n in ids[::3]} if size != 3 else {f"i{n}" for n in ids})
+    f32 = {i: v.astype(np.float32).astype(np.float64) for i, v in vecs.items()}
+    lists = rerank(cands, seen, matrix, 10, 0.3)
+    for c, drop, got in zip(cands, seen, lists, strict=True):
+        pool = [(i, s) for i, s in c if i not in drop]
+        assert [i for i, _ in got] == _mmr(pool, f32, 10, 0.3)
+        assert all(dict(pool)[i] == s for i, s in got)
+    assert [len(x) for x in lists] == [0, 0, 1, 0, 10, 10, 3, 10, 8, 0]

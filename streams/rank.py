@@ -32,7 +32,7 @@ def rerank(
     rel[valid] = [s for p in pools for _, s in p]
     lo = np.where(valid, rel, np.inf).min(axis=1, keepdims=True)
     span = np.where(valid, rel, -np.inf).max(axis=1, keepdims=True) - lo
-    rel = np.where(span > 0, (rel - lo) / np.where(span > 0, span, 1.0), 1.0)
+    rel = np.divide(rel - lo, span, out=np.ones_like(rel), where=span > 0)  # all tied: all equally relevant
     flat = matrix([i for p in pools for i, _ in p]).astype(np.float64)
     vecs = np.zeros((*valid.shape, flat.shape[1]))
     vecs[valid] = flat / np.maximum(np.sqrt(np.einsum("nd,nd->n", flat, flat))[:, None], 1e-12)

@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data prometheus test lint demo train bench bench-e2e bench-vectors bench-encoder bench-recbole clean
+.PHONY: setup data prometheus java kafka-jars kafka milvus test lint demo train bench bench-e2e bench-vectors bench-encoder \
+	bench-recbole clean
 
 setup: $(STAMP)
 
@@ -27,7 +28,28 @@ prometheus:
 	  $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
 
-test: setup data prometheus
+# Apache Kafka runs from its jars on Maven Central: a JDK and Maven from Debian where missing.
+java:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends default-jdk-headless maven >/dev/null || { \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends default-jdk-headless maven \
+	    >/dev/null; }; }
+
+# Kafka's broker jars (ops/kafka/pom.xml) into var/kafka/lib, once.
+kafka-jars: setup java
+	$(BIN)/python -m ops.kafka fetch
+
+# The production stack on this machine: a 3-node Apache Kafka cluster (NODES=1 for one) and a Milvus
+# server, each in the foreground until Ctrl-C; each prints the IU_* settings that point a worker at it.
+NODES ?= 3
+kafka: kafka-jars
+	$(BIN)/python -m ops.kafka run --nodes $(NODES)
+
+milvus: setup
+	$(BIN)/milvus-server --data var/milvus-server --proxy-port 19530
+
+test: setup data prometheus kafka-jars
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -25,8 +25,8 @@ from faust.types import TP
 
 from models.data.contract import Item
 from streams import metrics
-from streams.broker import create_topics, end_offsets_read
-from streams.continuity import Continuity
+from streams.broker import create_topics, end_offsets_read, present_offsets
+from streams.continuity import Continuity, Present
 from streams.decode import Rejected, decode_item
 from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
@@ -47,15 +47,21 @@ RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's de
 
 
 def internal_topics(settings: Settings) -> dict[str, int]:
-    """Faust's own topics; created up front on Tansu, which would auto-create them with 4 partitions."""
-    return {f"{settings.app_id}-{TABLE}-changelog": settings.partitions,
-            f"{settings.app_id}-__assignor-__leader": 1}
+    """Faust's own topics, created up front with the rest: with their replication factor (Faust's
+    would be 1) and, on Tansu, their partition counts (it would auto-create them with 4)."""
+    return {changelog_topic(settings): settings.partitions, f"{settings.app_id}-__assignor-__leader": 1}
 
 
-def prepare_topics(settings: Settings, bootstrap: str) -> None:
-    """The product's topics, plus Faust's own on Tansu; Apache Kafka lets Faust declare those itself."""
-    topics = all_topics(settings.scenarios, settings.partitions)
-    create_topics(bootstrap, {**topics, **internal_topics(settings)} if settings.tansu else topics)
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-{TABLE}-changelog"
+
+
+def prepare_topics(settings: Settings, bootstrap: str) -> int:
+    """Every topic the worker uses, Faust's own included; returns their replication factor. The
+    changelog is compacted, as Faust would create it: it keeps each user's latest state."""
+    topics = {**all_topics(settings.scenarios, settings.partitions), **internal_topics(settings)}
+    return create_topics(bootstrap, topics, settings.replication_factor,
+                         {changelog_topic(settings): {"cleanup.policy": "compact"}})
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -100,7 +106,8 @@ def _record(event: faust.types.EventT) -> Record:
     return Record(m.topic, m.partition, m.offset, m.key, m.value or b"", int(m.timestamp * 1000))
 
 
-def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust.App:
+def build_app(settings: Settings, bootstrap: str, processor: Processor, replication: int = 1) -> faust.App:
+    """`replication`: the replication factor of topics Faust would create itself (prepare_topics's)."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -109,7 +116,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         web_bind=settings.web_host,
-        web_host=settings.web_host,
+        web_host=settings.advertised_host,  # Faust's canonical URL: what other workers proxy requests to
+        topic_replication_factor=replication,
         web_port=settings.web_port,
         key_serializer="raw",  # topics and table alike: state values are our own compact bytes
         value_serializer="raw",
@@ -142,10 +150,37 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
         if partitions:  # in the consumer's own thread, as Faust's recovery seeks
             await app.consumer.seek_wait(partitions)
 
+    async def present(ranges: Mapping[TP, tuple[int, int]]) -> dict[TP, Present]:
+        """What the broker holds in each partition's [low, high): see streams/continuity.py."""
+        answer = await asyncio.to_thread(present_offsets, bootstrap, ranges)
+        return {TP(*tp): Present(ranges[TP(*tp)][0], reach, tuple(found)) for tp, (reach, found) in answer.items()}
+
+    def skipped(counts: Mapping[TP, int]) -> None:
+        for tp, n in counts.items():
+            log.info("%s:%d: %d offsets hold no record (transaction markers, deleted or compacted records)",
+                     tp.topic, tp.partition, n)
+            metrics.OFFSETS_SKIPPED.inc(n)
+            stats.counts["offsets_skipped"] += n
+
     async def admitted(batch: Sequence[faust.types.EventT]) -> list[Record]:
-        records, gaps = continuity.admit([_record(e) for e in batch])
-        await refetch(gaps, "gap")
-        return records
+        records = [_record(e) for e in batch]
+        admission = continuity.admit(records)
+        if admission.refetch:  # a gap: a loss, or offsets that hold no record? The broker knows
+            admission = continuity.admit(records, await present(admission.gaps()))
+        skipped(admission.skipped)
+        await refetch(admission.refetch, "gap")
+        return admission.records
+
+    async def stalled(positions: Mapping[TP, int]) -> None:
+        """Partitions fetched past their expectation that have not moved: passed over up to the
+        position where nothing in between holds a record, fetched again where something does."""
+        stuck = continuity.stalled(positions, time.monotonic())
+        if not stuck:
+            return
+        known = await present({tp: (want, positions[tp]) for tp, want in stuck.items()})
+        empty = {tp for tp, want in stuck.items() if known[tp].empty_between(want, positions[tp])}
+        skipped({tp: continuity.skip(tp, positions[tp], time.monotonic()) for tp in empty})
+        await refetch({tp: want for tp, want in stuck.items() if tp not in empty}, "stall")
 
     async def offload(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -230,7 +265,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor) -> faust
                 done = continuity.expected.get(tp, positions[tp])  # before the first seek anchors it: position
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
         if not (app.rebalancing or app.in_recovery):  # recovery seeks every partition itself
-            await refetch(continuity.stalled(positions, time.monotonic()), "stall")
+            await stalled(positions)
 
     @app.page("/metrics")
     async def metrics_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -18,6 +18,14 @@ must not lose records should:
 * a partition whose fetch position is past the next expected offset and that has not moved for
   `STALL_S` (fetched records that never arrived) is fetched again from the expected offset.
 
+Not every offset holds a record the agent can see. On Apache Kafka offsets skip legitimately:
+transaction markers (control records, never delivered), records deleted before the next expected
+offset (retention, DeleteRecords: the fetch resets to the log start), records removed by compaction.
+So before a gap or a stall is taken for a loss, the broker is asked which offsets between the
+expectation and the record that came (or the fetch position) hold records (`broker.present_offsets`,
+a plain consumer of its own); offsets that hold none are passed over and counted
+(iu_offsets_skipped_total), and only a range with a record in it is fetched again.
+
 Records offered again (offset below the expectation) pass: the state's watermarks skip them.
 And no partition is committed past its expectation (`committable`), so that a record lost before
 the agent and not yet fetched again is fetched again after a crash, too.
@@ -34,6 +42,7 @@ a rebalance keeps its expectation: with eager rebalancing no other worker can ha
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -44,29 +53,69 @@ from streams.processor import Record
 STALL_S = 10.0
 
 
+@dataclass(frozen=True)
+class Present:
+    """The offsets in [`low`, `high`) of one partition that hold records, as the broker told."""
+
+    low: int
+    high: int
+    offsets: tuple[int, ...]  # sorted
+
+    def empty_between(self, start: int, end: int) -> bool:
+        """No record in [start, end), which lies inside what was asked."""
+        if not (self.low <= start and end <= self.high):
+            return False
+        k = bisect.bisect_left(self.offsets, start)
+        return k == len(self.offsets) or self.offsets[k] >= end
+
+
+@dataclass
+class Admission:
+    records: list[Record]  # to process now, in order
+    refetch: dict[TP, int]  # partitions to fetch again, from the offset given
+    skipped: dict[TP, int] = field(default_factory=dict)  # offsets passed over that hold no record
+    ahead: dict[TP, int] = field(default_factory=dict)  # per refetched partition: the highest offset that came
+
+    def gaps(self) -> dict[TP, tuple[int, int]]:
+        """What to ask the broker about each refetched partition: [expected, highest offset that came]."""
+        return {tp: (want, self.ahead[tp] + 1) for tp, want in self.refetch.items()}
+
+
 @dataclass
 class Continuity:
     expected: dict[TP, int] = field(default_factory=dict)  # next offset the agent should see
     moved_at: dict[TP, float] = field(default_factory=dict)  # when `expected` last moved (or a refetch began)
 
-    def admit(self, records: Sequence[Record]) -> tuple[list[Record], dict[TP, int]]:
+    def admit(self, records: Sequence[Record], present: Mapping[TP, Present] | None = None) -> Admission:
         """The records to process now, in order, and the partitions to fetch again (from the offset
-        given): those in which a record came past the next expected offset; none of their records
-        from there on is admitted."""
+        given): those in which a record came past the next expected offset with a record between
+        (any offset may, unless `present` says otherwise); none of their records from there on is
+        admitted. Offsets that `present` shows hold no record are passed over and counted."""
         nxt = dict(self.expected)
-        kept: list[Record] = []
-        refetch: dict[TP, int] = {}
+        out = Admission([], {})
         for r in records:
             tp = TP(r.topic, r.partition)
-            if tp in refetch:
+            if tp in out.refetch:
+                out.ahead[tp] = max(out.ahead[tp], r.offset)
                 continue
             want = nxt.get(tp)
             if want is not None and r.offset > want:
-                refetch[tp] = want
-                continue
-            kept.append(r)
+                known = (present or {}).get(tp)
+                if known is None or not known.empty_between(want, r.offset):
+                    out.refetch[tp], out.ahead[tp] = want, r.offset
+                    continue
+                out.skipped[tp] = out.skipped.get(tp, 0) + r.offset - want
+            out.records.append(r)
             nxt[tp] = r.offset + 1 if want is None else max(want, r.offset + 1)
-        return kept, refetch
+        return out
+
+    def skip(self, tp: TP, to: int, now: float) -> int:
+        """`tp`'s offsets from the expectation up to `to` hold no record: expect `to` next. How many."""
+        want = self.expected.get(tp)
+        if want is None or to <= want:
+            return 0
+        self.expected[tp], self.moved_at[tp] = to, now
+        return to - want
 
     def anchor(self, positions: Mapping[TP, int], now: float) -> None:
         """After a rebalance's seek: `positions` is every assigned partition with its fetch position.

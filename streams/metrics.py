@@ -61,6 +61,8 @@ LAG = Gauge("iu_consumer_lag_messages", "Messages behind the partition's high wa
 REFETCHES = Counter("iu_consumer_refetches_total", "Partitions fetched again from the next offset the agent "
                     "expected, because records past it arrived (gap) or fetched records never arrived (stall)",
                     ["reason"])
+OFFSETS_SKIPPED = Counter("iu_offsets_skipped_total", "Offsets passed over because they hold no record (transaction "
+                          "markers, records deleted or compacted away), never fetched again")
 USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")
 STATE_BYTES = Gauge("iu_state_bytes", "Bytes of user state this worker holds, all users together")
 CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")

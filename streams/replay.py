@@ -21,7 +21,7 @@ QUIET = 4  # librdkafka warnings and worse; its info lines ("Disconnected" when 
 
 
 def producer(bootstrap: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
+    return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
                      "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
                      "log_level": QUIET})
 

@@ -7,6 +7,7 @@ A bad value fails at start-up with one line naming the variable, not deep in a w
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ PREFIX = "IU_"
 
 
 MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 class SettingsError(ValueError):
@@ -55,6 +57,8 @@ class Settings:
     seed: int = _opt(2020, "default seed for training and synthetic data")
     partitions: int = _opt(4, "partitions of every event topic, the recommendations topic and the state changelog")
     kafka_bootstrap: str = _opt("", "`host:port` of a Kafka cluster; empty: `iu` starts the embedded Tansu broker")
+    replication_factor: int = _opt(0, "copies of every topic the worker creates, Faust's changelog and leader "
+                                   "topics included; 0: 3, or the cluster's broker count when smaller")
     broker_profile: str = _opt("auto", "`auto` (tansu when embedded, else kafka), `tansu` or `kafka`: "
                                "which broker workarounds apply")
     milvus_uri: str = _opt("", "a Milvus server (`http://host:19530`); empty: milvus-lite at `var/milvus.db`")
@@ -67,6 +71,9 @@ class Settings:
     store: str = _opt("memory://", "Faust table store: `memory://` (state rebuilt from the changelog at start) or "
                       "`rocksdb://` (local RocksDB under `IU_STATE_DIR`, changelog-backed)")
     web_host: str = _opt("127.0.0.1", "the worker's HTTP interface binds here")
+    web_advertised_host: str = _opt("", "the host other workers reach this one's HTTP interface at (they proxy "
+                                    "a user's requests to the worker that owns the user's partition); empty: "
+                                    "IU_WEB_HOST, or this machine's host name when that is a wildcard (0.0.0.0, ::)")
     web_port: int = _opt(6066, "the worker's HTTP port")
     batch_size: int = _opt(256, "most events in one micro-batch")
     batch_wait_ms: int = _opt(20, "longest wait to fill a micro-batch: latency against CPU per event "
@@ -102,6 +109,7 @@ class Settings:
             "store": self.store.startswith(("memory://", "rocksdb://")),
             "diversity": 0.0 <= self.diversity <= 1.0,
             "partitions": self.partitions >= 1,
+            "replication_factor": self.replication_factor >= 0,
             "compute_threads": self.compute_threads >= 0,
             "gil_switch_ms": self.gil_switch_ms > 0,
             "batch_size": self.batch_size >= 1,
@@ -122,6 +130,14 @@ class Settings:
         """(partial, full) micro-batch thread counts: see streams/threads.py for why they differ."""
         full = self.compute_threads or usable_cores()
         return max(1, full - 1), full
+
+    @property
+    def advertised_host(self) -> str:
+        """Where other workers send this worker's users' requests: never a wildcard, which would name
+        every worker alike (and, dialled, the caller itself)."""
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        return socket.gethostname() if self.web_host in WILDCARD_HOSTS else self.web_host
 
     @property
     def embedded(self) -> bool:

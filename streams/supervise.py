@@ -1,8 +1,9 @@
 """Child processes: `iu worker`s (the demo and the tests drive real ones, so a restart really is a
-new process that must recover its state from the changelog) and a `milvus-lite server`."""
+new process that must recover its state from the changelog) and a Milvus server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -121,36 +122,62 @@ class WorkerProcess:
         self.stop()
 
 
-class MilvusLiteServer:
-    """`milvus-lite server` on a free loopback port: the Milvus-server mode, for the tests that
-    share one vector store between workers or take it away mid-replay."""
+class MilvusServer:
+    """A real Milvus standalone server (PyPI's `milvus` wheel, `milvus-server`; a test dependency)
+    with its data under `data_dir` and its proxy on a free loopback port (its other ports it picks
+    free itself). Restarted on the same folder, it keeps its collections. A context manager."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir, self.port = data_dir, free_port()
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir, self.port = data_dir, port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> MilvusLiteServer:
-        exe = Path(sys.executable).parent / "milvus-lite"
-        self.proc = subprocess.Popen([str(exe), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-                                      "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, timeout: float = 120.0) -> MilvusServer:
+        from pymilvus import MilvusClient  # only this class needs the client
+
+        exe = Path(sys.executable).parent / "milvus-server"
+        if not exe.exists():
+            raise RuntimeError(f"no {exe}: the Milvus server is a test dependency (`pip install -e '.[dev]'`)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.data_dir / "server.log").open("ab")
+        # Its own session: the wrapper starts the server binary as a child, and stop() ends both.
+        self.proc = subprocess.Popen([str(exe), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not port_open("127.0.0.1", self.port):
+        while True:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"milvus-lite server did not start on {self.uri}")
-            time.sleep(0.1)
-        return self
+                self.stop()
+                raise RuntimeError(f"Milvus server did not start on {self.uri}; see {self.data_dir / 'server.log'}")
+            if port_open("127.0.0.1", self.port):
+                try:
+                    MilvusClient(self.uri, timeout=5).list_collections(timeout=5)
+                    return self
+                except Exception:
+                    pass
+            time.sleep(0.25)
 
-    def stop(self) -> None:
+    def _signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
 
-    def __enter__(self) -> MilvusLiteServer:
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM to the wrapper and the server; SIGKILL past `timeout`."""
+        self._signal(signal.SIGTERM)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError):  # the server binary, if it outlived the wrapper
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> MilvusServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

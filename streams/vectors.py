@@ -8,6 +8,7 @@ back to brute force.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +27,22 @@ SEARCH_PARAMS = {"metric_type": "IP", "params": {"ef": 128}}
 ID_CHARS = 256
 
 
+# A Milvus server's default read serves a snapshot up to seconds old, which may lack what was just
+# written. Searches read this worker's own writes (Session: the new catalog items it upserted); a
+# look-up of items that another worker published reads every acknowledged write (Strong, ~0.3 s
+# more on a 2.3 server). milvus-lite is strong anyway.
+SESSION, STRONG = "Session", "Strong"
+
+
 class VectorStoreError(RuntimeError):
     pass
+
+
+def id_filter(field: str, ids: list[str]) -> str:
+    """`field in [...]` with each id a string literal escaped for Milvus's expression parser, so
+    quotes, backslashes and control characters in ids are data, not syntax. (pymilvus's `get`
+    pastes ids between quotes unescaped.)"""
+    return f"{field} in [{', '.join(json.dumps(i, ensure_ascii=False) for i in ids)}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +123,8 @@ class VectorStore:
                 self.client.load_collection(name, timeout=self.timeout)
 
     def item_version(self, item_id: str) -> str | None:
-        rows = self.client.get(ITEMS, ids=[item_id], output_fields=["model_version"])
+        rows = self.client.query(ITEMS, filter=id_filter("item_id", [item_id]), output_fields=["model_version"],
+                                 consistency_level=STRONG, timeout=self.timeout)
         return rows[0]["model_version"] if rows else None
 
     def upsert_items(self, ids: list[str], titles: list[str], vectors: np.ndarray, model_version: str,
@@ -126,8 +142,9 @@ class VectorStore:
         """Items other workers published: id -> (title, vector)."""
         if not ids:
             return {}
-        with _call("get_items"):
-            rows = self.client.get(ITEMS, ids=ids, output_fields=["title", "vector"], timeout=self.timeout)
+        with _call("get_items"):  # strong: an item another worker has just published must be found
+            rows = self.client.query(ITEMS, filter=id_filter("item_id", ids), consistency_level=STRONG,
+                                     output_fields=["item_id", "title", "vector"], timeout=self.timeout)
         return {r["item_id"]: (r["title"], np.asarray(r["vector"], np.float32)) for r in rows}
 
     def upsert_users(self, rows: list[UserRow]) -> None:
@@ -148,6 +165,6 @@ class VectorStore:
         with _call("search"):  # only the key as output: [] has milvus-lite build every field of every hit
             hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
                                       anns_field="vector", search_params=SEARCH_PARAMS, output_fields=["item_id"],
-                                      timeout=self.timeout)
+                                      consistency_level=SESSION, timeout=self.timeout)
         # ids and distances in bulk: indexing a hit decodes it field by field (~20 µs a hit in pymilvus 3)
         return [list(zip(row.ids, map(float, row.distances), strict=True)) for row in hits]

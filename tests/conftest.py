@@ -1,19 +1,35 @@
-"""Shared fixtures: small, seeded data sets and models so tests run in seconds to minutes on 2 cores."""
+"""Shared fixtures: small, seeded data sets and models so tests run in seconds to minutes on 2 cores,
+and the two stacks every integration test runs on:
+
+- `embedded`: a Tansu broker of the test's own and a milvus-lite file (the zero-setup default);
+- `production`: one 3-node Apache Kafka cluster (replication factor 3, min.insync.replicas 2) and one
+  Milvus standalone server for the whole session, wiped between tests (topics, consumer groups,
+  collections), so each test starts from offset 0 as on a fresh broker.
+
+A test takes the `stack` fixture to run once on each."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from pymilvus import MilvusClient
 
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
+from ops.kafka.cluster import KafkaCluster
 from streams.broker import EmbeddedBroker
+from streams.supervise import MilvusServer
+
+STACKS = ("embedded", "production")
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +80,70 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three KRaft nodes of Apache Kafka on loopback for the whole session (started on first use)."""
+    with KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """A Milvus standalone server for the whole session (started on first use)."""
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server
+
+
+@dataclass
+class Stack:
+    """Where a test's worker runs: `env` holds the IU_* settings that name the broker and Milvus."""
+
+    name: str
+    bootstrap: str
+    milvus_uri: str
+    env: dict[str, str]
+
+    @property
+    def production(self) -> bool:
+        return self.name == "production"
+
+
+def wipe(cluster: KafkaCluster, milvus_uri: str, timeout: float = 60.0) -> None:
+    """Every topic but Kafka's own, every consumer group and every Milvus collection, gone; waits until
+    no node's metadata lists a deleted topic (a topic created again too early would meet the old one)."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "log_level": 0})
+    topics = [t for t in admin.list_topics(timeout=10).topics if not t.startswith("__")]
+    for fut in (admin.delete_topics(topics, operation_timeout=30) if topics else {}).values():
+        fut.result(30)
+    groups = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+    for fut in (admin.delete_consumer_groups(groups, request_timeout=10) if groups else {}).values():
+        with contextlib.suppress(Exception):  # a group whose members a test killed expires by itself
+            fut.result(10)
+    deadline = time.monotonic() + timeout
+    for node in cluster.nodes.values():
+        one = AdminClient({"bootstrap.servers": node.address, "log_level": 0})
+        while set(topics) & set(one.list_topics(timeout=10).topics):
+            assert time.monotonic() < deadline, f"topics not deleted within {timeout:.0f} s"
+            time.sleep(0.2)
+    client = MilvusClient(milvus_uri)
+    for name in client.list_collections():
+        client.drop_collection(name)
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The test runs once per stack, on a fresh broker and vector store."""
+    if request.param == "embedded":
+        with EmbeddedBroker() as b:
+            uri = str(tmp_path / "milvus.db")
+            yield Stack("embedded", b.bootstrap, uri, {"IU_KAFKA_BOOTSTRAP": b.bootstrap, "IU_BROKER_PROFILE": "tansu",
+                                                       "IU_MILVUS_URI": uri})
+        return
+    cluster: KafkaCluster = request.getfixturevalue("kafka_cluster")
+    milvus: MilvusServer = request.getfixturevalue("milvus_server")
+    wipe(cluster, milvus.uri)
+    yield Stack("production", cluster.bootstrap, milvus.uri,
+                {"IU_KAFKA_BOOTSTRAP": cluster.bootstrap, "IU_BROKER_PROFILE": "kafka", "IU_MILVUS_URI": milvus.uri,
+                 "IU_RETRIEVAL": "milvus"})

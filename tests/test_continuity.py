@@ -2,7 +2,7 @@
 
 from faust.types import TP
 
-from streams.continuity import STALL_S, Continuity
+from streams.continuity import STALL_S, Continuity, Present
 from streams.processor import Record
 
 A, B = TP("t", 0), TP("t", 1)
@@ -21,7 +21,8 @@ def anchored(**positions: int) -> Continuity:
 def test_in_order_records_from_the_seek_position_pass():
     c = anchored(p0=5, p1=0)
     batch = [rec(A, 5), rec(B, 0), rec(A, 6), rec(B, 1)]
-    kept, refetch = c.admit(batch)
+    admission = c.admit(batch)
+    kept, refetch = admission.records, admission.refetch
     assert kept == batch and refetch == {}
     c.processed(kept, now=1.0)
     assert c.expected == {A: 7, B: 2}
@@ -30,7 +31,8 @@ def test_in_order_records_from_the_seek_position_pass():
 def test_records_lost_before_the_first_arrival_after_a_seek_are_fetched_again():
     """The hole an expectation taken from the first arrival had: 5 and 6 never came."""
     c = anchored(p0=5)
-    kept, refetch = c.admit([rec(A, 7), rec(A, 8)])
+    admission = c.admit([rec(A, 7), rec(A, 8)])
+    kept, refetch = admission.records, admission.refetch
     assert kept == [] and refetch == {A: 5}
 
 
@@ -42,7 +44,8 @@ def test_a_partition_whose_first_records_never_arrive_is_stalled():
 def test_a_gap_holds_back_the_rest_of_its_partition_only():
     c = anchored(p0=0, p1=0)
     c.processed([rec(A, 0), rec(B, 0)], now=0.0)
-    kept, refetch = c.admit([rec(A, 1), rec(A, 4), rec(B, 1), rec(A, 2), rec(A, 5)])
+    admission = c.admit([rec(A, 1), rec(A, 4), rec(B, 1), rec(A, 2), rec(A, 5)])
+    kept, refetch = admission.records, admission.refetch
     assert kept == [rec(A, 1), rec(B, 1)]
     assert refetch == {A: 2}
 
@@ -50,7 +53,8 @@ def test_a_gap_holds_back_the_rest_of_its_partition_only():
 def test_records_offered_again_pass_and_do_not_move_the_expectation_back():
     c = anchored(p0=9)
     c.processed([rec(A, 9)], now=0.0)
-    kept, refetch = c.admit([rec(A, 3), rec(A, 10)])
+    admission = c.admit([rec(A, 3), rec(A, 10)])
+    kept, refetch = admission.records, admission.refetch
     assert kept == [rec(A, 3), rec(A, 10)] and refetch == {}
     c.processed(kept, now=1.0)
     assert c.expected[A] == 11
@@ -87,7 +91,8 @@ def test_a_rebalance_keeps_kept_partitions_forgets_revoked_ones_and_anchors_new_
     assert c.expected == {A: 2, TP("t", 2): 30}
     c.processed([rec(B, 1)], now=2.0)  # a batch of B's finishing after the revoke
     assert B not in c.expected
-    kept, refetch = c.admit([rec(A, 0), rec(A, 2), rec(B, 40)])  # A offered again; B unwatched now
+    admission = c.admit([rec(A, 0), rec(A, 2), rec(B, 40)])  # A offered again; B unwatched now
+    kept, refetch = admission.records, admission.refetch
     assert kept == [rec(A, 0), rec(A, 2), rec(B, 40)] and refetch == {}
 
 
@@ -98,3 +103,32 @@ def test_no_partition_is_committed_past_its_expectation():
     c.processed([rec(A, 5), rec(A, 6), rec(B, 0)], now=1.0)
     other = TP("leader", 0)
     assert c.committable({A: 40, B: 1, other: 9}) == {A: 7, B: 1, other: 9}
+
+
+def test_offsets_that_hold_no_record_are_passed_over_and_counted():
+    """Transaction markers at 6 and 9, records 7-8 and 10: the broker's answer says so."""
+    c = anchored(p0=6)
+    batch = [rec(A, 7), rec(A, 8), rec(A, 10)]
+    first = c.admit(batch)
+    assert first.records == [] and first.refetch == {A: 6} and first.gaps() == {A: (6, 11)}
+    second = c.admit(batch, {A: Present(6, 11, (7, 8, 10))})
+    assert second.records == batch and second.refetch == {} and second.skipped == {A: 2}
+
+
+def test_a_gap_with_a_record_in_it_is_fetched_again_whatever_else_is_empty():
+    c = anchored(p0=6)
+    admission = c.admit([rec(A, 9), rec(A, 10)], {A: Present(6, 11, (8, 9, 10))})  # 8 exists: lost
+    assert admission.records == [] and admission.refetch == {A: 6} and admission.skipped == {}
+
+
+def test_an_answer_that_does_not_reach_the_record_is_no_proof_of_absence():
+    c = anchored(p0=6)
+    admission = c.admit([rec(A, 9)], {A: Present(6, 8, ())})  # read only as far as 8
+    assert admission.refetch == {A: 6}
+
+
+def test_a_skip_moves_the_expectation_forward_only():
+    c = anchored(p0=6)
+    assert c.skip(A, 9, now=1.0) == 3 and c.expected[A] == 9
+    assert c.skip(A, 4, now=2.0) == 0 and c.expected[A] == 9
+    assert c.skip(B, 4, now=2.0) == 0 and B not in c.expected

@@ -24,7 +24,7 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.state import events_applied
-from streams.supervise import MilvusLiteServer, WorkerProcess
+from streams.supervise import MilvusServer, WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
 
 ML100K = Path("var/data/ml-100k")
@@ -245,7 +245,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_pat
     events = ml100k(6000)
     halves = events[:3000], events[3000:]
     expected = [Counter(e.user_id for e in events[:n]) for n in (3000, 6000)]
-    with MilvusLiteServer(tmp_path / "milvus") as milvus, \
+    with MilvusServer(tmp_path / "milvus") as milvus, \
             replay(tiny_model, tmp_path, "a", [], IU_MILVUS_URI=milvus.uri) as (bootstrap, env_a):
         env_b = worker_env(bootstrap, tiny_model, tmp_path, "b", IU_MILVUS_URI=milvus.uri)
         a = WorkerProcess(env_a, tmp_path / "a.log").start()
@@ -283,7 +283,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_pat
 def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges(tiny_model, tmp_path):
     events = ml100k(3300)
     before, during, after = events[:1500], events[1500:3000], events[3000:]
-    with MilvusLiteServer(tmp_path / "milvus") as milvus, \
+    with MilvusServer(tmp_path / "milvus") as milvus, \
             replay(tiny_model, tmp_path, "outage", [], IU_MILVUS_URI=milvus.uri, IU_MILVUS_TIMEOUT_S="2") \
             as (bootstrap, env), WorkerProcess(env, tmp_path / "outage.log") as worker:
         prod = producer(bootstrap)

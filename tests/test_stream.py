@@ -1,4 +1,5 @@
-"""The streaming pipeline against a real Tansu broker, real milvus-lite and a real (tiny) model.
+"""The streaming pipeline on each stack (Tansu + milvus-lite; Apache Kafka + a Milvus server) with a
+real (tiny) model.
 
 One worker process consumes a slice of ml-100k plus one bad record per dead-letter reason and a
 duplicated event; the checks read its state over HTTP, and the topics with plain confluent-kafka.
@@ -15,11 +16,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 
 from models.data.contract import read_events, read_items
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.state import event_hash
 from streams.supervise import WorkerProcess
@@ -42,16 +42,11 @@ BAD = [  # (key, value, reason)
 ]
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> str:
-    with EmbeddedBroker() as b:
-        yield b.bootstrap
-
-
-def test_events_state_recommendations_dead_letters_and_restart(tiny_model, bootstrap, tmp_path, consume_all):
+def test_events_state_recommendations_dead_letters_and_restart(tiny_model, stack, tmp_path, consume_all):
     max_len = json.loads((tiny_model / "config.json").read_text())["max_len"]
-    env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(tiny_model),
-           "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu"}
+    bootstrap = stack.bootstrap
+    env = {**stack.env, "IU_MODEL": str(tiny_model), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu",
+           "IU_STATE_DIR": str(tmp_path / "faust")}
     events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
     dup = events[N_EVENTS // 2]
     worker = WorkerProcess(env, tmp_path / "worker.log").start()

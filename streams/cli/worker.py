@@ -37,8 +37,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
                           "stop what holds it or set IU_WEB_PORT to a free port")
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     with broker_for(settings) as bootstrap:
-        prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
-        app = build_app(settings, bootstrap, load_processor(settings))
+        replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
+        app = build_app(settings, bootstrap, load_processor(settings), replication)
         share_gil(settings.gil_switch_ms)
         metrics.GC_FROZEN.set(settle_heap())
         time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))

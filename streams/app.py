@@ -43,6 +43,7 @@ TABLE = "user_state"
 # alternating runs (ops/bench/RESULTS.md, 2026-12-01).
 TANSU_FETCH_WAIT_MS = 25
 GAUGE_INTERVAL_S = 2.0
+TANSU_SESSION_TIMEOUT_S = 2.0
 RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's default, see build_app
 
 
@@ -65,11 +66,12 @@ def prepare_topics(settings: Settings, bootstrap: str) -> int:
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
-    """Tansu workaround: quick group joins. (Its ListOffsets(latest), short of the end after a
-    multi-record batch, once meant one record per produce batch; the transport corrects it now.)"""
-    if not settings.tansu:
-        return {}
-    return {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5}
+    """The consumer group's session timeout, and heartbeats at a quarter of it: how long the group
+    waits for a worker that died before its partitions go to the others. On Tansu quick joins (2 s)
+    are the default; on Kafka Faust's (60 s), and the broker allows no less than its
+    group.min.session.timeout.ms (6 s by default)."""
+    timeout = settings.session_timeout_s or (TANSU_SESSION_TIMEOUT_S if settings.tansu else 0)
+    return {"broker_session_timeout": timeout, "broker_heartbeat_interval": timeout / 4} if timeout else {}
 
 
 def tune_transport(app: faust.App, settings: Settings, continuity: Continuity | None = None,

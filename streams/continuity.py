@@ -27,8 +27,8 @@ a plain consumer of its own); offsets that hold none are passed over and counted
 (iu_offsets_skipped_total), and only a range with a record in it is fetched again.
 
 Records offered again (offset below the expectation) pass: the state's watermarks skip them.
-And no partition is committed past its expectation (`committable`), so that a record lost before
-the agent and not yet fetched again is fetched again after a crash, too.
+Each partition is committed at its expectation (`committable`): never past it, so that a record
+lost before the agent and not yet fetched again is fetched again after a crash, too.
 
 The expectation of a partition is anchored where its fetching restarts after each rebalance (the
 offset the seek to committed offsets sought, streams/transport.py), not at the first record that
@@ -123,12 +123,15 @@ class Continuity:
         self.expected = {tp: self.expected.get(tp, pos) for tp, pos in positions.items()}
         self.moved_at = {tp: self.moved_at.get(tp, now) for tp in positions}
 
-    def committable(self, offsets: Mapping[TP, int]) -> dict[TP, int]:
-        """`offsets` (what Faust would commit) held at each anchored partition's next expected
-        offset: every record below that was processed, in order; a record past it may have been
-        acknowledged without being processed (a gap's, or one Faust took for skipped), and a commit
-        past it would lose that record to a crash. Partitions not anchored pass as they are."""
-        return {tp: min(n, self.expected.get(tp, n)) for tp, n in offsets.items()}
+    def committable(self, tps: Iterable[TP], offsets: Mapping[TP, int]) -> dict[TP, int]:
+        """What to commit of `tps`, given what Faust would (`offsets`): each anchored partition at
+        its next expected offset, where every record below was processed, in order, or holds none.
+        Not past it: a record past it may have been acknowledged without being processed (a gap's,
+        or one Faust took for skipped), and a commit past it would lose that record to a crash. Not
+        short of it either: Faust commits only the first run of consecutive offsets it saw, and
+        holds a partition back for good where offsets skip between two of its fetches (a
+        transaction marker, deleted records). Partitions not anchored pass as Faust has them."""
+        return {**offsets, **{tp: self.expected[tp] for tp in tps if tp in self.expected}}
 
     def processed(self, records: Iterable[Record], now: float) -> None:
         """Records applied; only anchored partitions move (one revoked meanwhile stays forgotten)."""

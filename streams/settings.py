@@ -59,6 +59,9 @@ class Settings:
     kafka_bootstrap: str = _opt("", "`host:port` of a Kafka cluster; empty: `iu` starts the embedded Tansu broker")
     replication_factor: int = _opt(0, "copies of every topic the worker creates, Faust's changelog and leader "
                                    "topics included; 0: 3, or the cluster's broker count when smaller")
+    session_timeout_s: float = _opt(0.0, "how long the consumer group waits for a silent worker before its "
+                                     "partitions go to the others; 0: 2 on Tansu, Faust's 60 on Kafka (which "
+                                     "takes no less than its group.min.session.timeout.ms, 6 by default)")
     broker_profile: str = _opt("auto", "`auto` (tansu when embedded, else kafka), `tansu` or `kafka`: "
                                "which broker workarounds apply")
     milvus_uri: str = _opt("", "a Milvus server (`http://host:19530`); empty: milvus-lite at `var/milvus.db`")
@@ -110,6 +113,7 @@ class Settings:
             "diversity": 0.0 <= self.diversity <= 1.0,
             "partitions": self.partitions >= 1,
             "replication_factor": self.replication_factor >= 0,
+            "session_timeout_s": self.session_timeout_s >= 0,
             "compute_threads": self.compute_threads >= 0,
             "gil_switch_ms": self.gil_switch_ms > 0,
             "batch_size": self.batch_size >= 1,

@@ -4,9 +4,11 @@ new process that must recover its state from the changelog) and a Milvus server.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,8 @@ from typing import IO
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from streams.broker import free_port, port_open
+from streams.broker import port_open
+from streams.settings import PREFIX, WILDCARD_HOSTS, Settings
 
 
 class WorkerError(RuntimeError):
@@ -30,7 +33,10 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         """`env`: IU_* settings on top of this process's environment (IU_WEB_PORT must be free)."""
         self.env = {**os.environ, **env}
-        self.url = f"http://{self.env.get('IU_WEB_HOST', '127.0.0.1')}:{self.env.get('IU_WEB_PORT', '6066')}"
+        settings = Settings.from_env({k: v for k, v in self.env.items() if k.startswith(PREFIX)})
+        host = "127.0.0.1" if settings.web_host in WILDCARD_HOSTS and not settings.web_advertised_host \
+            else settings.advertised_host
+        self.url = f"http://{host}:{settings.web_port}"
         self.log_path = log
         self.proc: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
@@ -122,60 +128,123 @@ class WorkerProcess:
         self.stop()
 
 
+MILVUS_PORT = 19530
+BANNER = "Welcome to use Milvus!"  # what `milvus-server` prints once the server is healthy
+# Its components reach each other on loopback (by default on the host's first address), and a
+# restarted server waits for the sessions its predecessor registered to expire: 10 s, not 30.
+MILVUS_CONFIG = {**{f"{role}.ip": "127.0.0.1" for role in ("rootCoord", "proxy", "queryCoord", "queryNode",
+                                                          "indexNode", "dataCoord", "dataNode")},
+                 "common.session.ttl": 10}
+
+
+def fixed_free_port(start: int) -> int:
+    """The first free port from `start` up, below the ephemeral range: a server restarted on the
+    same port must find it free, and while it is down any outgoing connection on this host may
+    be given a port of that range as its own end."""
+    for port in range(start, start + 1000):
+        if not port_open("127.0.0.1", port):
+            with contextlib.suppress(OSError), socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+                return port
+    raise RuntimeError(f"no free port in {start}..{start + 999}")
+
+
+# `milvus-server` with one change: it probes each port with a plain bind, which fails while
+# connections to the previous server on that port linger in TIME_WAIT, and then silently serves on
+# the next free port instead of the one asked for. Probed with SO_REUSEADDR, as servers bind.
+LAUNCH = """
+import socket, sys
+import milvus
+
+def try_bind_port(self, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+milvus.MilvusServerConfig.try_bind_port = try_bind_port
+sys.argv[0] = "milvus-server"
+milvus.main()
+"""
+
+
 class MilvusServer:
     """A real Milvus standalone server (PyPI's `milvus` wheel, `milvus-server`; a test dependency)
     with its data under `data_dir` and its proxy on a free loopback port (its other ports it picks
     free itself). Restarted on the same folder, it keeps its collections. A context manager."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir, self.port = data_dir, port or free_port()
+        self.data_dir, self.port = data_dir, port or fixed_free_port(MILVUS_PORT)
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> MilvusServer:
-        from pymilvus import MilvusClient  # only this class needs the client
-
-        exe = Path(sys.executable).parent / "milvus-server"
-        if not exe.exists():
-            raise RuntimeError(f"no {exe}: the Milvus server is a test dependency (`pip install -e '.[dev]'`)")
+        """Starts the server and waits until it is healthy: the wrapper prints its banner once the
+        server's /healthz says OK. (Not a client call: pymilvus keeps one connection per address in
+        the process, which stays broken for minutes after the server it reached restarts.)"""
+        if importlib.util.find_spec("milvus") is None:
+            raise RuntimeError("no `milvus` package: the Milvus server is a test dependency "
+                               "(`pip install -e '.[dev]'`)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.data_dir / "server.log").open("ab")
+        log = self.data_dir / "server.log"
+        banners = self._banners(log)
+        self._log = log.open("ab")
         # Its own session: the wrapper starts the server binary as a child, and stop() ends both.
-        self.proc = subprocess.Popen([str(exe), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        extra = [f"--extra-config={key}={value}" for key, value in MILVUS_CONFIG.items()]
+        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "--data", str(self.data_dir),
+                                      "--proxy-port", str(self.port), *extra],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout
-        while True:
+        while not (self._banners(log) > banners and port_open("127.0.0.1", self.port)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                exited = self.proc.poll()
                 self.stop()
-                raise RuntimeError(f"Milvus server did not start on {self.uri}; see {self.data_dir / 'server.log'}")
-            if port_open("127.0.0.1", self.port):
-                try:
-                    MilvusClient(self.uri, timeout=5).list_collections(timeout=5)
-                    return self
-                except Exception:
-                    pass
+                raise RuntimeError(f"Milvus server did not start on {self.uri} (" + ("timed out" if exited is None
+                                   else f"exit code {exited}") + f"); see {log} and {self.data_dir / 'logs'}")
             time.sleep(0.25)
+        return self
+
+    @staticmethod
+    def _banners(log: Path) -> int:
+        return log.read_text(errors="replace").count(BANNER) if log.exists() else 0
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM to the wrapper and the server; SIGKILL past `timeout`."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM to the wrapper and the server, waited for until the whole process group is gone (a
+        server killed mid-shutdown leaves sessions in its etcd that hold up the next start); SIGKILL
+        past `timeout`."""
         self._signal(signal.SIGTERM)
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(10)
-            with contextlib.suppress(ProcessLookupError):  # the server binary, if it outlived the wrapper
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if self._group_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _group_alive(self) -> bool:
+        assert self.proc is not None
+        self.proc.poll()  # reaps the wrapper once it exits
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def __enter__(self) -> MilvusServer:
         return self.start()

@@ -30,9 +30,11 @@
 4. Commits. Faust commits the end of the first run of acknowledged offsets, and counts as
    acknowledged every offset its drain saw skipped (`_add_gap`): records it fetched and then lost
    (after the seek above, those its flow control cleared from the stream buffers) were committed
-   past, and a worker killed before the agent had them fetched again lost them for good. Given
-   `commit_limit`, the mended consumer commits no partition past what it returns: the agent's
-   next expected offset, below which every record has been processed.
+   past, and a worker killed before the agent had them fetched again lost them for good; and it
+   sees skipped offsets only within one fetch, so where offsets skip between two fetches (a
+   transaction marker, deleted records on Apache Kafka) it never commits that partition again.
+   Given `commit_at`, the mended consumer commits what that returns instead: the agent's next
+   expected offset, below which every record has been processed or holds none.
 5. End offsets. Table recovery reads each changelog partition up to the end offset ListOffsets
    reports; given `end_offsets`, the mended consumer corrects what the broker reported first. On
    Tansu that report is short of the end after a multi-record batch (`broker.end_offsets_read`).
@@ -114,11 +116,12 @@ async def wait_first_in_place(wait_first: Callable[..., Awaitable[WaitResults]],
 
 def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
               on_seek: Callable[[Mapping[TP, int]], None] | None = None,
-              commit_limit: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None,
+              commit_at: Callable[[list[TP], Mapping[TP, int]], Mapping[TP, int]] | None = None,
               end_offsets: Callable[[Mapping[TP, int]], Mapping[TP, int]] | None = None) -> driver.Transport:
     """The app's consumer transport with the committed-offset seek mended; with `fetch_max_wait_ms`,
     its fetches wait at most that long at the broker; `on_seek` is given the offset every stream
-    partition was sought to, after each seek; `commit_limit` turns the offsets Faust would commit
+    partition was sought to, after each seek; `commit_at` turns the partitions with acknowledgements
+    and the offsets Faust would commit of them
     into those it may. Both are called in the app's event loop. `end_offsets` corrects the end
     offsets the broker reports (blocking: it runs in a thread of its own)."""
 
@@ -155,13 +158,13 @@ def transport(app: faust.App, fetch_max_wait_ms: int | None = None,
             return await wait_first_in_place(super().wait_first, settled, *coros)
 
         def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
-            """Faust's choice of offsets to commit, limited. Faust records what it commits as its own
-            committed offset, so the limit holds there too: acknowledgements below it are taken
-            again when the records come round again, and commit past the limit once they have."""
-            offsets = super()._filter_committable_offsets(tps)
-            if commit_limit is None:
+            """Faust's choice of offsets to commit, or `commit_at`'s. Faust records what it commits
+            as its own committed offset, and counts its acknowledgements from there."""
+            tps = list(tps)
+            offsets = super()._filter_committable_offsets(tps)  # also drains Faust's acknowledgements
+            if commit_at is None:
                 return offsets
-            return {tp: n for tp, n in commit_limit(offsets).items() if self._should_commit(tp, n)}
+            return {tp: n for tp, n in commit_at(tps, offsets).items() if self._should_commit(tp, n)}
 
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -10,26 +10,24 @@ A test takes the `stack` fixture to run once on each."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
-from pymilvus import MilvusClient
 
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
 from ops.kafka.cluster import KafkaCluster
 from streams.broker import EmbeddedBroker
 from streams.supervise import MilvusServer
+from tests.stacks import Stack, drop_collections, wipe
 
 STACKS = ("embedded", "production")
+SESSION_TIMEOUT_S = 6  # the least Kafka takes by default: a killed worker's partitions move on after it
 
 
 @pytest.fixture(scope="session")
@@ -91,45 +89,20 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
-    """A Milvus standalone server for the whole session (started on first use)."""
+    """A Milvus standalone server for the whole session (started on first use). One at a time: a
+    second would meet the first on its embedded etcd's fixed peer port."""
     with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
         yield server
 
 
-@dataclass
-class Stack:
-    """Where a test's worker runs: `env` holds the IU_* settings that name the broker and Milvus."""
-
-    name: str
-    bootstrap: str
-    milvus_uri: str
-    env: dict[str, str]
-
-    @property
-    def production(self) -> bool:
-        return self.name == "production"
-
-
-def wipe(cluster: KafkaCluster, milvus_uri: str, timeout: float = 60.0) -> None:
-    """Every topic but Kafka's own, every consumer group and every Milvus collection, gone; waits until
-    no node's metadata lists a deleted topic (a topic created again too early would meet the old one)."""
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "log_level": 0})
-    topics = [t for t in admin.list_topics(timeout=10).topics if not t.startswith("__")]
-    for fut in (admin.delete_topics(topics, operation_timeout=30) if topics else {}).values():
-        fut.result(30)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
-    for fut in (admin.delete_consumer_groups(groups, request_timeout=10) if groups else {}).values():
-        with contextlib.suppress(Exception):  # a group whose members a test killed expires by itself
-            fut.result(10)
-    deadline = time.monotonic() + timeout
-    for node in cluster.nodes.values():
-        one = AdminClient({"bootstrap.servers": node.address, "log_level": 0})
-        while set(topics) & set(one.list_topics(timeout=10).topics):
-            assert time.monotonic() < deadline, f"topics not deleted within {timeout:.0f} s"
-            time.sleep(0.2)
-    client = MilvusClient(milvus_uri)
-    for name in client.list_collections():
-        client.drop_collection(name)
+@pytest.fixture
+def shared_milvus(milvus_server: MilvusServer) -> Iterator[MilvusServer]:
+    """The session's Milvus server with no collections, for tests that need a server on either stack
+    (workers sharing one, an outage); running again afterwards even if the test stopped it."""
+    drop_collections(milvus_server.uri)
+    yield milvus_server
+    if milvus_server.proc is None or milvus_server.proc.poll() is not None:
+        milvus_server.start()
 
 
 @pytest.fixture(params=STACKS)
@@ -141,9 +114,20 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             yield Stack("embedded", b.bootstrap, uri, {"IU_KAFKA_BOOTSTRAP": b.bootstrap, "IU_BROKER_PROFILE": "tansu",
                                                        "IU_MILVUS_URI": uri})
         return
+    yield production(request)
+
+
+@pytest.fixture
+def kafka_stack(request: pytest.FixtureRequest) -> Stack:
+    """The production stack alone, for what only Apache Kafka does (transactions, deleted records)."""
+    return production(request)
+
+
+def production(request: pytest.FixtureRequest) -> Stack:
+    """The session's Kafka cluster and Milvus server (started on first use), wiped."""
     cluster: KafkaCluster = request.getfixturevalue("kafka_cluster")
     milvus: MilvusServer = request.getfixturevalue("milvus_server")
     wipe(cluster, milvus.uri)
-    yield Stack("production", cluster.bootstrap, milvus.uri,
-                {"IU_KAFKA_BOOTSTRAP": cluster.bootstrap, "IU_BROKER_PROFILE": "kafka", "IU_MILVUS_URI": milvus.uri,
-                 "IU_RETRIEVAL": "milvus"})
+    return Stack("production", cluster.bootstrap, milvus.uri,
+                 {"IU_KAFKA_BOOTSTRAP": cluster.bootstrap, "IU_BROKER_PROFILE": "kafka", "IU_MILVUS_URI": milvus.uri,
+                  "IU_RETRIEVAL": "milvus", "IU_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)})

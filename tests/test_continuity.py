@@ -102,7 +102,14 @@ def test_no_partition_is_committed_past_its_expectation():
     c = anchored(p0=5, p1=0)
     c.processed([rec(A, 5), rec(A, 6), rec(B, 0)], now=1.0)
     other = TP("leader", 0)
-    assert c.committable({A: 40, B: 1, other: 9}) == {A: 7, B: 1, other: 9}
+    assert c.committable([A, B, other], {A: 40, B: 1, other: 9}) == {A: 7, B: 1, other: 9}
+
+
+def test_a_partition_faust_holds_back_is_committed_at_its_expectation():
+    """Faust saw no run of consecutive offsets (a transaction marker fell between two fetches)."""
+    c = anchored(p0=5)
+    c.processed([rec(A, 6), rec(A, 8)], now=1.0)
+    assert c.committable([A], {}) == {A: 9}
 
 
 def test_offsets_that_hold_no_record_are_passed_over_and_counted():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def test_worker_settings_parse_and_name_the_compose_services():
     assert s.kafka_bootstrap.split(":")[0] in COMPOSE["services"]
     assert s.milvus_uri.split("//")[1].split(":")[0] in COMPOSE["services"]
     assert s.web_host == "0.0.0.0"  # Prometheus scrapes each replica from the compose network
+    # Each replica advertises its own address (its container's host name), not the wildcard: replicas
+    # proxy a user's requests to the owner of the user's partition there.
+    assert s.advertised_host not in ("0.0.0.0", "::", "") and s.advertised_host == socket.gethostname()
 
 
 def test_prometheus_config_is_valid_and_scrapes_the_worker_port():

@@ -1,6 +1,7 @@
-"""Reliability against real processes: kill -9 mid-replay, two workers sharing a group, bad input
-interleaved with good, late events. Each run gets its own Tansu broker, so offsets (and with them the
-state's watermarks) are the same in a reference run and in a run that crashes.
+"""Reliability against real processes, on each stack: kill -9 mid-replay, two workers sharing a group,
+bad input interleaved with good, late events, a vector-store outage, a flood. Each run starts on a
+fresh broker (its own Tansu, or the shared Kafka cluster wiped), so offsets (and with them the
+state's watermarks) are the same in the reference run and in a run that crashes, on either stack.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,14 @@ from confluent_kafka import Consumer, TopicPartition
 from pymilvus import MilvusClient
 
 from models.data.contract import Event, read_events, read_items
-from streams.app import TABLE, prepare_topics
+from streams.app import changelog_topic, prepare_topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.state import events_applied
-from streams.supervise import MilvusServer, WorkerProcess
+from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
+from tests.stacks import Stack
 
 ML100K = Path("var/data/ml-100k")
 N_CRASH = 10_000
@@ -35,9 +35,11 @@ def ml100k(n: int) -> list[Event]:
     return sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:n]
 
 
-def worker_env(bootstrap: str, model: Path, tmp: Path, name: str, **extra: str) -> dict[str, str]:
-    return {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(model),
-            "IU_MILVUS_URI": str(tmp / f"{name}-milvus.db"), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu",
+def worker_env(stack: Stack, model: Path, tmp: Path, name: str, **extra: str) -> dict[str, str]:
+    """A worker's settings on `stack`; on the embedded one each worker has a milvus-lite file of its own
+    (one process per file), on the production one they share the Milvus server."""
+    lite = {} if stack.production else {"IU_MILVUS_URI": str(tmp / f"{name}-milvus.db")}
+    return {**stack.env, **lite, "IU_MODEL": str(model), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu",
             "IU_STATE_DIR": str(tmp / f"{name}-faust"), **extra}
 
 
@@ -69,7 +71,7 @@ def changelog_history(bootstrap: str, users: set[str]) -> dict[str, list[tuple[i
     run then tells its cause: a count that drops between records is a worker that lost state while
     running; a record ahead of the worker is recovery stopping short; records that end where the worker
     stands mean the events were never consumed (then the next offsets per partition show which)."""
-    topic = f"{Settings().app_id}-{TABLE}-changelog"
+    topic = changelog_topic(Settings())
     return {uid: [(p, o, events_applied(v)) for _, p, o, v in recs]
             for uid, recs in keyed_records(bootstrap, [topic], users).items()}
 
@@ -123,41 +125,45 @@ def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, boo
                          + "\n".join(notable[-40:]) + f"\n{worker.tail()}")
 
 
-@contextmanager
-def replay(model: Path, tmp: Path, name: str, events: list[Event], **extra: str) -> Iterator[tuple[str, dict]]:
-    """A fresh broker, the catalog and `events` published (possibly none yet); yields (bootstrap, worker env)."""
-    with EmbeddedBroker() as broker:
-        env = worker_env(broker.bootstrap, model, tmp, name, **extra)
-        prepare_topics(Settings.from_env(env), broker.bootstrap)  # before Tansu auto-creates them wrong
-        prod = producer(broker.bootstrap)
-        publish_catalog(prod, read_items(ML100K / "items.csv"))
-        publish(prod, event_messages(events), progress=False)
-        yield broker.bootstrap, env
+def replay(stack: Stack, model: Path, tmp: Path, name: str, events: list[Event], **extra: str) -> dict[str, str]:
+    """The topics created, the catalog and `events` published (possibly none yet); the worker env."""
+    env = worker_env(stack, model, tmp, name, **extra)
+    prepare_topics(Settings.from_env(env), stack.bootstrap)  # before Tansu auto-creates them wrong
+    prod = producer(stack.bootstrap)
+    publish_catalog(prod, read_items(ML100K / "items.csv"))
+    publish(prod, event_messages(events), progress=False)
+    return env
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The state digest of an uninterrupted run over the first N_CRASH ml-100k events."""
+    """The state digest of an uninterrupted run over the first N_CRASH ml-100k events, on a Tansu
+    broker. Kafka puts the same records at the same offsets (same keys, same murmur2 partitions, same
+    order), so one reference serves both stacks."""
     tmp = tmp_path_factory.mktemp("reference")
     events = ml100k(N_CRASH)
-    with replay(tiny_model, tmp, "ref", events) as (_, env), WorkerProcess(env, tmp / "ref.log") as w:
-        return wait_applied(w, events, 300)
+    with EmbeddedBroker() as b:
+        stack = Stack("embedded", b.bootstrap, str(tmp / "milvus.db"),
+                      {"IU_KAFKA_BOOTSTRAP": b.bootstrap, "IU_BROKER_PROFILE": "tansu"})
+        with WorkerProcess(replay(stack, tiny_model, tmp, "ref", events), tmp / "ref.log") as w:
+            return wait_applied(w, events, 300)
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, tmp_path, store):
+def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, stack, tmp_path, store):
     events = ml100k(N_CRASH)
-    with replay(tiny_model, tmp_path, "crash", events, IU_STORE=store) as (bootstrap, env):
-        first = WorkerProcess(env, tmp_path / "crash.log").start()
-        try:
-            first.wait_for(lambda s: s.get("events_in", 0) >= N_CRASH // 2, 180, "half the replay consumed")
-        finally:
-            first.kill()
-        generations = [line for line in (tmp_path / "crash.log").read_text().splitlines() if "generation id" in line]
-        print("the first worker's group generations:", generations)
-        with WorkerProcess(env, tmp_path / "restart.log") as again:
-            after = wait_applied(again, events, 300, bootstrap)
-            redelivered = again.get("/stats").get("redelivered", 0)
+    bootstrap = stack.bootstrap
+    env = replay(stack, tiny_model, tmp_path, "crash", events, IU_STORE=store)
+    first = WorkerProcess(env, tmp_path / "crash.log").start()
+    try:
+        first.wait_for(lambda s: s.get("events_in", 0) >= N_CRASH // 2, 180, "half the replay consumed")
+    finally:
+        first.kill()
+    generations = [line for line in (tmp_path / "crash.log").read_text().splitlines() if "generation id" in line]
+    print("the first worker's group generations:", generations)
+    with WorkerProcess(env, tmp_path / "restart.log") as again:
+        after = wait_applied(again, events, 300, bootstrap)
+        redelivered = again.get("/stats").get("redelivered", 0)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
     assert after["events_applied"] == N_CRASH
@@ -198,7 +204,7 @@ def bad_records(rng: random.Random, n: int, users: list[str]) -> list[tuple[byte
     return out
 
 
-def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, tmp_path, consume_all):
+def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, stack, tmp_path, consume_all):
     rng = random.Random(5)
     valid = ml100k(3000)
     users = sorted({e.user_id for e in valid})
@@ -215,78 +221,81 @@ def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, tmp
         messages.insert(rng.randrange(len(messages) + 1), (events_topic(rng.choice(("home", "search", "video"))),
                                                            key, value))
     messages += list(event_messages(late_user))
-    with EmbeddedBroker() as broker:
-        env = worker_env(broker.bootstrap, tiny_model, tmp_path, "bad")
-        prepare_topics(Settings.from_env(env), broker.bootstrap)
-        prod = producer(broker.bootstrap)
-        publish_catalog(prod, read_items(ML100K / "items.csv"))
-        with WorkerProcess(env, tmp_path / "bad.log") as worker:
-            publish(prod, messages, progress=False)
-            total = len(messages)
-            stats = worker.wait_for(lambda s: s.get("events_in", 0) >= total, 240, f"{total} records consumed")
-            assert worker.proc is not None and worker.proc.poll() is None
-            dead = {k.removeprefix("dead_letter:"): v for k, v in stats.items() if k.startswith("dead_letter:")}
-            assert sum(dead.values()) == len(bad), json.dumps(stats)
-            assert stats.get("applied", 0) + stats.get("late", 0) == len(valid) + len(late_user)
-            assert stats.get("late", 0) >= len(late_user) - 1  # the first one is not late
-            assert worker.get("/state/digest")["events_applied"] == len(valid) + len(late_user)
-            got = worker.get("/users/late-user/interest")
-            assert got["events_applied"] == 5
-            assert [r["ts"] for r in got["recent_items"]] == sorted((e.ts for e in late_user), reverse=True)
-            assert worker.metric("iu_dead_letters_total") == len(bad)
-        dlq = consume_all(broker.bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(bad), timeout=120)
+    env = replay(stack, tiny_model, tmp_path, "bad", [])
+    prod = producer(stack.bootstrap)
+    with WorkerProcess(env, tmp_path / "bad.log") as worker:
+        publish(prod, messages, progress=False)
+        total = len(messages)
+        stats = worker.wait_for(lambda s: s.get("events_in", 0) >= total, 240, f"{total} records consumed")
+        assert worker.proc is not None and worker.proc.poll() is None
+        dead = {k.removeprefix("dead_letter:"): v for k, v in stats.items() if k.startswith("dead_letter:")}
+        assert sum(dead.values()) == len(bad), json.dumps(stats)
+        assert stats.get("applied", 0) + stats.get("late", 0) == len(valid) + len(late_user)
+        assert stats.get("late", 0) >= len(late_user) - 1  # the first one is not late
+        assert worker.get("/state/digest")["events_applied"] == len(valid) + len(late_user)
+        got = worker.get("/users/late-user/interest")
+        assert got["events_applied"] == 5
+        assert [r["ts"] for r in got["recent_items"]] == sorted((e.ts for e in late_user), reverse=True)
+        assert worker.metric("iu_dead_letters_total") == len(bad)
+    dlq = consume_all(stack.bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(bad), timeout=120)
     assert len(dlq) == len(bad)
     assert Counter(dict(m.headers())["iu.reason"].decode() for m in dlq) == Counter(dead)
     assert Counter(m.value() for m in dlq) == Counter(v for _, v in bad)
     print("dead letters by reason:", dict(sorted(dead.items())))
 
 
-def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, tmp_path):
+def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, stack, shared_milvus, tmp_path):
+    """As docker-compose runs them: both bound to every interface, each advertising its own address
+    (here two loopback addresses), each answering for the other's users through it."""
     events = ml100k(6000)
     halves = events[:3000], events[3000:]
     expected = [Counter(e.user_id for e in events[:n]) for n in (3000, 6000)]
-    with MilvusServer(tmp_path / "milvus") as milvus, \
-            replay(tiny_model, tmp_path, "a", [], IU_MILVUS_URI=milvus.uri) as (bootstrap, env_a):
-        env_b = worker_env(bootstrap, tiny_model, tmp_path, "b", IU_MILVUS_URI=milvus.uri)
-        a = WorkerProcess(env_a, tmp_path / "a.log").start()
-        b = WorkerProcess(env_b, tmp_path / "b.log").start()
-        try:
-            deadline = time.monotonic() + 60
-            while True:  # event partitions split between the two (changelogs overlap: standby replicas)
-                split = [{tp for tp in w.get("/health").get("assigned", []) if tp.startswith("iu.events.")}
-                         for w in (a, b)]
-                if all(split) and split[0].isdisjoint(split[1]):
-                    break
-                assert time.monotonic() < deadline, f"no partition split: {split}"
-                time.sleep(0.5)
-            publish(producer(bootstrap), event_messages(halves[0]), progress=False)
-            deadline = time.monotonic() + 180
-            while (served := [w.get("/stats").get("events_in", 0) for w in (a, b)]) and sum(served) < 3000:
-                assert time.monotonic() < deadline, served
-                time.sleep(0.5)
-            assert all(served), f"one worker served nothing: {served}"
-            for uid, n in expected[0].items():  # either worker answers for any user: the owner's state
-                got = [w.get(f"/users/{uid}/interest") for w in (a, b)]
-                assert got[0] == got[1] and got[0]["events_applied"] == n, (uid, got)
-        finally:
-            b.kill()
-        try:
-            publish(producer(bootstrap), event_messages(halves[1]), progress=False)
-            wait_applied(a, events, 300, bootstrap)
-            for uid, n in expected[1].items():
-                assert a.get(f"/users/{uid}/interest")["events_applied"] == n, uid
-        finally:
-            a.stop()
+    # the workers share one vector store: a Milvus server on either stack
+    web = {"IU_MILVUS_URI": shared_milvus.uri, "IU_WEB_HOST": "0.0.0.0"}
+    env_a = replay(stack, tiny_model, tmp_path, "a", [], **web, IU_WEB_ADVERTISED_HOST="127.0.0.2")
+    env_b = worker_env(stack, tiny_model, tmp_path, "b", **web, IU_WEB_ADVERTISED_HOST="127.0.0.3")
+    bootstrap = stack.bootstrap
+    a = WorkerProcess(env_a, tmp_path / "a.log").start()
+    b = WorkerProcess(env_b, tmp_path / "b.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # event partitions split between the two (changelogs overlap: standby replicas)
+            split = [{tp for tp in w.get("/health").get("assigned", []) if tp.startswith("iu.events.")}
+                     for w in (a, b)]
+            if all(split) and split[0].isdisjoint(split[1]):
+                break
+            assert time.monotonic() < deadline, f"no partition split: {split}"
+            time.sleep(0.5)
+        publish(producer(bootstrap), event_messages(halves[0]), progress=False)
+        deadline = time.monotonic() + 180
+        while (served := [w.get("/stats").get("events_in", 0) for w in (a, b)]) and sum(served) < 3000:
+            assert time.monotonic() < deadline, served
+            time.sleep(0.5)
+        assert all(served), f"one worker served nothing: {served}"
+        for uid, n in expected[0].items():  # either worker answers for any user: the owner's state
+            got = [w.get(f"/users/{uid}/interest") for w in (a, b)]
+            assert got[0] == got[1] and got[0]["events_applied"] == n, (uid, got)
+    finally:
+        b.kill()
+    try:
+        publish(producer(bootstrap), event_messages(halves[1]), progress=False)
+        wait_applied(a, events, 300, bootstrap)
+        for uid, n in expected[1].items():
+            assert a.get(f"/users/{uid}/interest")["events_applied"] == n, uid
+    finally:
+        a.stop()
     print(f"events served before the kill, per worker: {served}")
 
 
-def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges(tiny_model, tmp_path):
+def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges(tiny_model, stack, shared_milvus,
+                                                                                  tmp_path):
+    """On a Milvus server on both stacks: milvus-lite, in the worker's process, cannot be taken away."""
     events = ml100k(3300)
     before, during, after = events[:1500], events[1500:3000], events[3000:]
-    with MilvusServer(tmp_path / "milvus") as milvus, \
-            replay(tiny_model, tmp_path, "outage", [], IU_MILVUS_URI=milvus.uri, IU_MILVUS_TIMEOUT_S="2") \
-            as (bootstrap, env), WorkerProcess(env, tmp_path / "outage.log") as worker:
-        prod = producer(bootstrap)
+    milvus = shared_milvus
+    env = replay(stack, tiny_model, tmp_path, "outage", [], IU_MILVUS_URI=milvus.uri, IU_MILVUS_TIMEOUT_S="2")
+    with WorkerProcess(env, tmp_path / "outage.log") as worker:
+        prod = producer(stack.bootstrap)
         publish(prod, event_messages(before), progress=False)
         lists_before = worker.wait_for(lambda s: s.get("events_in", 0) >= 1500, 180, "part 1")["recommendations_out"]
         milvus.stop()
@@ -318,7 +327,7 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         client.load_collection("user_interests")
         touched = {(e.user_id, e.scenario) for e in during}
         rows = {r["key"]: r for r in client.get("user_interests", ids=[f"{u}|{sc}" for u, sc in touched],
-                                                 output_fields=["vector", "updated_at"])}
+                                                 output_fields=["vector", "updated_at"], consistency_level="Strong")}
         for uid in {u for u, _ in touched}:
             gaps = [max(abs(a - b) for a, b in zip(rows[key]["vector"],
                                                    worker.get(f"/users/{uid}/interest?scenario={sc}")["fused"],
@@ -333,7 +342,9 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
 
 
 FLOOD = 200_000
-RSS_BOUND_MB = 1_024  # measured: 709 MB peak on the 2-core box (torch, milvus-lite, Faust, 943 users)
+# Measured peaks on the 2-core box (torch, Faust, 943 users): 709-799 MB embedded (milvus-lite in the
+# worker), 1,031 MB on the production stack (flat from the first quarter's 1,016: a higher floor, not growth).
+RSS_BOUND_MB = {"embedded": 1_024, "production": 1_280}
 
 
 def rss_mb(pid: int) -> float:
@@ -343,7 +354,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_model, tmp_path):
+def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_model, stack, tmp_path):
     """ml-100k twice over (the second pass with new event ids, a year later), published flat out while
     the worker consumes (a worker that keeps up with the producer leaves no backlog to time afterwards)."""
     base = ml100k(100_000)
@@ -351,8 +362,8 @@ def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_m
     events = base + [Event(f"again-{e.event_id}", e.user_id, e.item_id, e.action, e.scenario, e.ts + year)
                      for e in base]
     assert len(events) == FLOOD
-    with replay(tiny_model, tmp_path, "flood", []) as (bootstrap, env), \
-            WorkerProcess(env, tmp_path / "flood.log") as worker:
+    bootstrap = stack.bootstrap
+    with WorkerProcess(replay(stack, tiny_model, tmp_path, "flood", []), tmp_path / "flood.log") as worker:
         assert worker.proc is not None
         sent: list[int] = []
         publisher = threading.Thread(
@@ -383,7 +394,7 @@ def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_m
     print(f"flood: {FLOOD} events in {samples[-1][0]:.0f} s; events/s per {2 * stride} s window "
           f"{[round(w) for w in windows]}; "
           f"RSS {samples[len(samples) // 4][2]:.0f} MB at 1/4, peak {peak:.0f} MB")
-    assert peak < RSS_BOUND_MB
+    assert peak < RSS_BOUND_MB[stack.name]
     assert min(windows) >= 0.5 * median, windows
     # Bounded, not growing with the events: the last quarter adds little over the first quarter's level.
     assert samples[-1][2] - samples[len(samples) // 4][2] < 300

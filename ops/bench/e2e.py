@@ -8,7 +8,7 @@ per 1k events. At the end: RSS and state bytes per user. In the same run, the ce
 Faust agent (ops/bench/ceiling.py) forwarding the same messages on the same broker; ours is
 reported as a ratio of it. Events are ml-100k in time order, cycled with new ids when they run out.
 
-    python -m ops.bench.e2e [--quick] [--json] [--record]
+    python -m ops.bench.e2e [--quick] [--stacks embedded,production] [--json] [--record]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from confluent_kafka import Consumer
 from models.data.contract import Event, read_events, read_items
 from ops.bench import ceiling
 from ops.bench.report import emit, machine
+from ops.kafka.cluster import KafkaCluster
 from streams.app import prepare_topics
 from streams.broker import EmbeddedBroker, create_topics, free_port
 from streams.cli.datasets import resolve
@@ -38,10 +40,12 @@ from streams.heap import settle_heap
 from streams.metrics import STAGES
 from streams.replay import event_json, event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
+from streams.supervise import MilvusServer, WorkerProcess
 from streams.topics import RECOMMENDATIONS
 
 YEAR_MS = 365 * 86_400_000
+STACK_NAMES = {"embedded": "Tansu broker, milvus-lite, exact in-worker retrieval",
+               "production": "Apache Kafka 3 brokers RF 3 min.insync 2 acks=all, Milvus server, ANN retrieval"}
 
 
 def endless(events: list[Event]) -> Iterator[Event]:
@@ -162,24 +166,32 @@ def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], 
             "cpu_s_per_1k": round(1000 * cpu / len(events), 3)}
 
 
-def run(args: argparse.Namespace) -> dict:
-    settings = Settings.from_env()
-    folder = resolve("ml-100k", settings)
-    model = Path(args.model) if args.model else settings.model_path
-    if not (model / "model.safetensors").exists():
-        raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
-    source = endless(sorted(read_events(folder / "events.csv"), key=lambda e: e.ts))
+@contextmanager
+def stack(name: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """The IU_* settings that put a worker on `name`: `embedded` (a Tansu broker, milvus-lite) or
+    `production` (a 3-node Apache Kafka cluster, a Milvus server, Milvus ANN retrieval)."""
+    if name == "embedded":
+        with EmbeddedBroker() as broker:
+            yield {"IU_KAFKA_BOOTSTRAP": broker.bootstrap, "IU_BROKER_PROFILE": "tansu",
+                   "IU_MILVUS_URI": str(tmp / "milvus.db")}
+        return
+    with KafkaCluster(tmp / "kafka", nodes=3) as cluster, MilvusServer(tmp / "milvus") as milvus:
+        yield {"IU_KAFKA_BOOTSTRAP": cluster.bootstrap, "IU_BROKER_PROFILE": "kafka", "IU_MILVUS_URI": milvus.uri,
+               "IU_RETRIEVAL": "milvus"}
+
+
+def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, source: Iterator[Event]) -> dict:
     rates = [float(r) for r in args.rates.split(",")]
     seconds = 10 if args.quick else args.seconds
     flat = 15_000 if args.quick else args.flat_events
     rows = []
-    with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, EmbeddedBroker() as broker:
-        env = {"IU_KAFKA_BOOTSTRAP": broker.bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(model),
-               "IU_MILVUS_URI": f"{tmp}/milvus.db", "IU_STATE_DIR": f"{tmp}/faust", "IU_WEB_PORT": str(free_port())}
-        prepare_topics(Settings.from_env(env), broker.bootstrap)
-        prod = producer(broker.bootstrap)
+    with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, stack(name, Path(tmp)) as where:
+        env = {**where, "IU_MODEL": str(model), "IU_STATE_DIR": f"{tmp}/faust", "IU_WEB_PORT": str(free_port())}
+        bootstrap = where["IU_KAFKA_BOOTSTRAP"]
+        prepare_topics(Settings.from_env(env), bootstrap)
+        prod = producer(bootstrap)
         publish_catalog(prod, read_items(folder / "items.csv"))
-        recs = Collector(broker.bootstrap, RECOMMENDATIONS)
+        recs = Collector(bootstrap, RECOMMENDATIONS)
         recs.start()
         with WorkerProcess(env, Path(tmp) / "worker.log") as worker:
             assert worker.proc is not None
@@ -193,14 +205,31 @@ def run(args: argparse.Namespace) -> dict:
             users = worker.metric("iu_users_in_state")
             state_per_user = worker.metric("iu_state_bytes") / max(users, 1)
         recs.stopping.set()
-        rows.append(framework_ceiling(broker.bootstrap, env, list(itertools.islice(source, flat)), 900))
-    return {"machine": f"{machine()}; model {model}", "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
+        rows.append(framework_ceiling(bootstrap, env, list(itertools.islice(source, flat)), 900))
+    return {"stack": name, "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
             "state_bytes_per_user": round(state_per_user),
             "ratio_to_ceiling": round(rows[-2]["events_per_s"] / rows[-1]["events_per_s"], 3)}
 
 
+def run(args: argparse.Namespace) -> dict:
+    settings = Settings.from_env()
+    folder = resolve("ml-100k", settings)
+    model = Path(args.model) if args.model else settings.model_path
+    if not (model / "model.safetensors").exists():
+        raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
+    events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)
+    # Each stack gets the same events, in the same order.
+    stacks = [run_stack(name, args, model, folder, endless(events)) for name in args.stacks.split(",")]
+    return {"machine": f"{machine()}; model {model}", "stacks": stacks}
+
+
 def table(result: dict) -> str:
-    lines = ["| phase | events | s | events/s | lists/s | p50 ms | p95 ms | p99 ms | CPU s / 1k |",
+    return "\n\n".join(stack_table(r) for r in result["stacks"])
+
+
+def stack_table(result: dict) -> str:
+    lines = [f"**{result['stack']}** ({STACK_NAMES[result['stack']]}):", "",
+             "| phase | events | s | events/s | lists/s | p50 ms | p95 ms | p99 ms | CPU s / 1k |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['phase']} | {r['events']:,} | {r['seconds']} | {r['events_per_s']:,} | "
@@ -226,12 +255,15 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds of offered load per rate")
     ap.add_argument("--flat-events", type=int, default=60_000, help="events published flat out (and to the ceiling)")
     ap.add_argument("--model", default="", help="model folder (default: IU_MODEL)")
+    ap.add_argument("--stacks", default="embedded", help="comma-separated, run one after the other: `embedded` "
+                    "(Tansu, milvus-lite) and/or `production` (3-node Apache Kafka, a Milvus server; needs "
+                    "`make kafka-jars`)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--record", action="store_true", help="append a dated section to ops/bench/RESULTS.md")
     args = ap.parse_args()
     result = run(args)
     emit(result, table(result), as_json=args.json, record=args.record, title="e2e bench",
-         command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''}")
+         command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''} --stacks {args.stacks}")
     return 0
 
 

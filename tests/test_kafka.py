@@ -1,4 +1,4 @@
-"""What only Apache Kafka does, against the 3-node cluster: offsets that hold no record.
+"""What only Apache Kafka does, against the 3-node cluster: replication, and offsets that hold no record.
 
 A transactional producer leaves a marker (a control record, never delivered) after each
 transaction; retention or DeleteRecords removes records a stopped worker has not read. Either way
@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streams.app import GAUGE_INTERVAL_S, prepare_topics
+from streams.app import GAUGE_INTERVAL_S, changelog_topic, internal_topics, prepare_topics
 from streams.broker import present_offsets
 from streams.continuity import STALL_S
 from streams.replay import event_json
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
-from streams.topics import events_topic
+from streams.topics import all_topics, events_topic
 from tests.test_reliability import ml100k, replay, wait_applied
 
 TRANSACTION = 50
@@ -95,3 +95,18 @@ def test_transaction_markers_and_deleted_records_are_passed_over_not_fetched_for
         refetches = again.metric("iu_consumer_refetches_total")
         assert refetches <= Settings.from_env(env).partitions * len(settings.scenarios), again.tail()
     print(f"{transactions} transactions, {skipped:.0f} offsets passed over; {len(present)} records deleted unread")
+
+
+def test_every_topic_is_replicated_three_times_faust_s_own_included(kafka_stack, tmp_path):
+    """IU_REPLICATION_FACTOR's default on a 3-broker cluster: 3 copies of every topic the worker
+    uses, Faust's changelog (compacted) and leader topics included; 2 must be in sync for a write."""
+    settings = Settings.from_env(kafka_stack.env)
+    assert prepare_topics(settings, kafka_stack.bootstrap) == 3
+    admin = AdminClient({"bootstrap.servers": kafka_stack.bootstrap})
+    topics = {name: t for name, t in admin.list_topics(timeout=10).topics.items() if not name.startswith("__")}
+    assert set(topics) == {*all_topics(settings.scenarios, settings.partitions), *internal_topics(settings)}
+    assert {name: {len(p.replicas) for p in t.partitions.values()} for name, t in topics.items()} == \
+        {name: {3} for name in topics}
+    [changelog] = admin.describe_configs([ConfigResource("topic", changelog_topic(settings))]).values()
+    config = changelog.result(10)
+    assert config["cleanup.policy"].value == "compact" and config["min.insync.replicas"].value == "2"

@@ -1,5 +1,5 @@
 """Observability against real servers: a real Prometheus (Debian's package, installed by `make test`)
-scrapes a real worker during a replay, then every PromQL expression of the provisioned Grafana
+scrapes a real worker during a replay on each stack, then every PromQL expression of the provisioned Grafana
 dashboard must return data; `promtool check metrics` lints the exposition itself."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from models.data.contract import read_events, read_items
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
@@ -89,50 +89,49 @@ def finite(result: list[dict]) -> list[float]:
     return [v for s in result if not math.isnan(v := float(s["value"][1]))]
 
 
-def test_dashboard_queries_return_data_from_a_real_prometheus(tiny_model, tmp_path):
+def test_dashboard_queries_return_data_from_a_real_prometheus(tiny_model, stack, tmp_path):
     queries = dashboard_queries()
     assert len(queries) >= 15
-    with EmbeddedBroker() as broker:
-        port = free_port()
-        env = {"IU_KAFKA_BOOTSTRAP": broker.bootstrap, "IU_BROKER_PROFILE": "tansu", "IU_MODEL": str(tiny_model),
-               "IU_MILVUS_URI": str(tmp_path / "milvus.db"), "IU_WEB_PORT": str(port), "IU_DEVICE": "cpu"}
-        with WorkerProcess(env, tmp_path / "worker.log") as worker:
-            prom = Prometheus(f"127.0.0.1:{port}", tmp_path)
-            try:
-                prom.wait_ready()
-                deadline = time.monotonic() + 30
-                while not prom.target_up():
-                    assert time.monotonic() < deadline, "prometheus never scraped the worker"
-                    time.sleep(0.5)
-                prod = producer(broker.bootstrap)
-                publish_catalog(prod, read_items(ML100K / "items.csv"))
-                events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
-                publish(prod, event_messages(events), rate=RATE, progress=False)
-                worker.wait_for(lambda s: s.get("events_in", 0) >= N_EVENTS, 180, f"{N_EVENTS} events processed")
-                time.sleep(3)  # two more scrapes after the last batch
+    port = free_port()
+    env = {**stack.env, "IU_MODEL": str(tiny_model), "IU_WEB_PORT": str(port), "IU_DEVICE": "cpu",
+           "IU_STATE_DIR": str(tmp_path / "faust")}
+    with WorkerProcess(env, tmp_path / "worker.log") as worker:
+        prom = Prometheus(f"127.0.0.1:{port}", tmp_path)
+        try:
+            prom.wait_ready()
+            deadline = time.monotonic() + 30
+            while not prom.target_up():
+                assert time.monotonic() < deadline, "prometheus never scraped the worker"
+                time.sleep(0.5)
+            prod = producer(stack.bootstrap)
+            publish_catalog(prod, read_items(ML100K / "items.csv"))
+            events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
+            publish(prod, event_messages(events), rate=RATE, progress=False)
+            worker.wait_for(lambda s: s.get("events_in", 0) >= N_EVENTS, 180, f"{N_EVENTS} events processed")
+            time.sleep(3)  # two more scrapes after the last batch
 
-                empty = []
-                for title, expr in queries:
-                    for var, value in GRAFANA_VARS.items():
-                        expr = expr.replace(var, value)
-                    if not finite(prom.query(expr)):
-                        empty.append(f"{title}: {expr}")
-                assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+            empty = []
+            for title, expr in queries:
+                for var, value in GRAFANA_VARS.items():
+                    expr = expr.replace(var, value)
+                if not finite(prom.query(expr)):
+                    empty.append(f"{title}: {expr}")
+            assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
 
-                # Spot checks that the numbers are the worker's, not just present.
-                [consumed] = finite(prom.query("sum(iu_events_consumed_total)"))
-                assert consumed == N_EVENTS
-                [trials] = finite(prom.query("sum(iu_online_trials_total)"))
-                assert trials == worker.get("/stats")["quality"]["trials"] > 0
-                assert finite(prom.query('iu_model_info{device="cpu"}')) == [1.0]
-                # small batches: a core left to the event loop
-                assert finite(prom.query("iu_compute_threads")) == [Settings().thread_budget[0]]
-                [frozen] = finite(prom.query("iu_gc_frozen_objects"))
-                assert frozen > 100_000  # torch, the model and Faust, out of the collector's way
-            finally:
-                prom.close()
+            # Spot checks that the numbers are the worker's, not just present.
+            [consumed] = finite(prom.query("sum(iu_events_consumed_total)"))
+            assert consumed == N_EVENTS
+            [trials] = finite(prom.query("sum(iu_online_trials_total)"))
+            assert trials == worker.get("/stats")["quality"]["trials"] > 0
+            assert finite(prom.query('iu_model_info{device="cpu"}')) == [1.0]
+            # small batches: a core left to the event loop
+            assert finite(prom.query("iu_compute_threads")) == [Settings().thread_budget[0]]
+            [frozen] = finite(prom.query("iu_gc_frozen_objects"))
+            assert frozen > 100_000  # torch, the model and Faust, out of the collector's way
+        finally:
+            prom.close()
 
-            exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     lint = subprocess.run([tool("promtool"), "check", "metrics"], input=exposition, capture_output=True, timeout=60)
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     assert b"iu_users_in_state" in exposition and b"user_id=" not in exposition

@@ -103,8 +103,9 @@ class Node:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         if not (self.dir / "data" / "meta.properties").is_file():
-            r = subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", "-t", c.cluster_id,
-                                "-c", str(self.properties)], capture_output=True, text=True, timeout=120)
+            # --cluster-id=ID: an id that starts with "-" (base64 may) would be read as an option
+            r = subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={c.cluster_id}",
+                                f"--config={self.properties}"], capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise BrokerError(f"formatting node {self.node_id}'s storage failed: "
                                   f"{r.stdout[-800:]}{r.stderr[-800:]}")

@@ -51,6 +51,7 @@ from faust.types import TP
 from streams.processor import Record
 
 STALL_S = 10.0
+IDLE_S = 2.0  # no record processed for this long: the agent is not working through a backlog
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Admission:
 class Continuity:
     expected: dict[TP, int] = field(default_factory=dict)  # next offset the agent should see
     moved_at: dict[TP, float] = field(default_factory=dict)  # when `expected` last moved (or a refetch began)
+    progressed_at: float = float("-inf")  # when the agent last processed a record of any partition
 
     def admit(self, records: Sequence[Record], present: Mapping[TP, Present] | None = None) -> Admission:
         """The records to process now, in order, and the partitions to fetch again (from the offset
@@ -135,6 +137,7 @@ class Continuity:
 
     def processed(self, records: Iterable[Record], now: float) -> None:
         """Records applied; only anchored partitions move (one revoked meanwhile stays forgotten)."""
+        self.progressed_at = now
         for r in records:
             tp = TP(r.topic, r.partition)
             if tp in self.expected and r.offset >= self.expected[tp]:
@@ -146,12 +149,18 @@ class Continuity:
         the offset to fetch them again from; each is given another `STALL_S` before it is named again.
         A partition found caught up restarts its clock: records that arrive after a quiet spell are
         not stuck just because the partition was quiet (that false alarm followed every rebalance
-        that kept an idle partition)."""
-        found = {}
+        that kept an idle partition). None is named while the agent works through a backlog (it
+        processed records in the last `IDLE_S`): a partition's fetched records may wait behind
+        others' in Faust's buffers for longer than `STALL_S` (seen at start-up on the production
+        stack, 2 cores shared with three brokers), and fetching them again would offer them twice;
+        records lost for good are still named once the backlog is worked off, and a loss followed
+        by more records of its partition shows as a gap at once."""
+        found: dict[TP, int] = {}
+        busy = now - self.progressed_at < IDLE_S
         for tp, want in self.expected.items():
             if positions.get(tp, want) <= want:
                 self.moved_at[tp] = now
-            elif now - self.moved_at[tp] >= STALL_S:
+            elif now - self.moved_at[tp] >= STALL_S and not busy:
                 found[tp] = want
                 self.moved_at[tp] = now
         return found

@@ -2,7 +2,7 @@
 
 from faust.types import TP
 
-from streams.continuity import STALL_S, Continuity, Present
+from streams.continuity import IDLE_S, STALL_S, Continuity, Present
 from streams.processor import Record
 
 A, B = TP("t", 0), TP("t", 1)
@@ -139,3 +139,12 @@ def test_a_skip_moves_the_expectation_forward_only():
     assert c.skip(A, 9, now=1.0) == 3 and c.expected[A] == 9
     assert c.skip(A, 4, now=2.0) == 0 and c.expected[A] == 9
     assert c.skip(B, 4, now=2.0) == 0 and B not in c.expected
+
+
+def test_no_stall_is_named_while_the_agent_works_through_a_backlog():
+    """B's fetched records wait behind A's in Faust's buffers: not lost, only queued."""
+    c = anchored(p0=0, p1=0)
+    for t in range(1, int(STALL_S) + 5):
+        c.processed([rec(A, t - 1)], now=float(t))
+        assert c.stalled({A: t, B: 50}, now=float(t)) == {}
+    assert c.stalled({A: 20, B: 50}, now=STALL_S + 4 + IDLE_S) == {B: 0}  # idle now: B's records are lost

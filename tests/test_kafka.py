@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streams.app import GAUGE_INTERVAL_S, changelog_topic, internal_topics, prepare_topics
 from streams.broker import present_offsets
-from streams.continuity import STALL_S
+from streams.continuity import IDLE_S, STALL_S
 from streams.replay import event_json
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
@@ -49,7 +49,9 @@ def test_transaction_markers_and_deleted_records_are_passed_over_not_fetched_for
     with WorkerProcess(env, tmp_path / "tx.log") as worker:
         transactions = publish_in_transactions(bootstrap, first, "iu-test-upstream")
         wait_applied(worker, first, 120, bootstrap)
-        time.sleep(STALL_S + GAUGE_INTERVAL_S)  # a partition's last marker is passed over when it stalls there
+        # A partition's last marker is passed over when it stalls there: once the agent is idle, at the
+        # gauge timer's next tick after STALL_S.
+        time.sleep(STALL_S + IDLE_S + 2 * GAUGE_INTERVAL_S)
         stats = worker.get("/stats")
         refetched = worker.metric("iu_consumer_refetches_total")
         skipped = worker.metric("iu_offsets_skipped_total")

@@ -151,8 +151,8 @@ class Continuity:
         not stuck just because the partition was quiet (that false alarm followed every rebalance
         that kept an idle partition). None is named while the agent works through a backlog (it
         processed records in the last `IDLE_S`): a partition's fetched records may wait behind
-        others' in Faust's buffers for longer than `STALL_S` (seen at start-up on the production
-        stack, 2 cores shared with three brokers), and fetching them again would offer them twice;
+        others' in Faust's buffers for longer than `STALL_S`, and fetching them again would offer
+        them twice (docs/decisions/0001-production-stack.md, item 11);
         records lost for good are still named once the backlog is worked off, and a loss followed
         by more records of its partition shows as a gap at once."""
         found: dict[TP, int] = {}

@@ -20,9 +20,12 @@ from streams.topics import ITEMS, events_topic
 QUIET = 4  # librdkafka warnings and worse; its info lines ("Disconnected" when a broker stops) are noise here
 
 
-def producer(bootstrap: str) -> Producer:
+def producer(bootstrap: str, idempotent: bool = False) -> Producer:
+    """`idempotent` on Apache Kafka: a send retried after a broker fails is neither written twice nor
+    put out of order, so every record keeps the offset it would have had. Tansu has no idempotent
+    producers."""
     return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
-                     "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
+                     "enable.idempotence": idempotent, "queue.buffering.max.messages": 1_000_000,
                      "log_level": QUIET})
 
 

@@ -29,7 +29,18 @@ class WorkerError(RuntimeError):
     pass
 
 
-class WorkerProcess:
+class LogFile:
+    """A child process's log file, open while it runs and closed once it has stopped."""
+
+    _log: IO[bytes] | None = None
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class WorkerProcess(LogFile):
     def __init__(self, env: dict[str, str], log: Path) -> None:
         """`env`: IU_* settings on top of this process's environment (IU_WEB_PORT must be free)."""
         self.env = {**os.environ, **env}
@@ -39,7 +50,7 @@ class WorkerProcess:
         self.url = f"http://{host}:{settings.web_port}"
         self.log_path = log
         self.proc: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
+        self._log = None
 
     def start(self, timeout: float = 120.0) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +117,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -173,7 +182,7 @@ milvus.main()
 """
 
 
-class MilvusServer:
+class MilvusServer(LogFile):
     """A real Milvus standalone server (PyPI's `milvus` wheel, `milvus-server`; a test dependency)
     with its data under `data_dir` and its proxy on a free loopback port (its other ports it picks
     free itself). Restarted on the same folder, it keeps its collections. A context manager."""
@@ -182,7 +191,7 @@ class MilvusServer:
         self.data_dir, self.port = data_dir, port or fixed_free_port(MILVUS_PORT)
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
+        self._log = None
 
     def start(self, timeout: float = 120.0) -> MilvusServer:
         """Starts the server and waits until it is healthy: the wrapper prints its banner once the
@@ -233,9 +242,17 @@ class MilvusServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL to the wrapper and the server: a crash, nothing flushed; waited for."""
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+            deadline = time.monotonic() + 10
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self._close_log()
 
     def _group_alive(self) -> bool:
         assert self.proc is not None

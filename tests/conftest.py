@@ -23,7 +23,8 @@ from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
 from ops.kafka.cluster import KafkaCluster
 from streams.broker import EmbeddedBroker
-from streams.supervise import MilvusServer
+from streams.supervise import MilvusServer, WorkerProcess
+from tests.replays import N_REFERENCE, ml100k, replay, wait_applied
 from tests.stacks import Stack, drop_collections, wipe
 
 STACKS = ("embedded", "production")
@@ -81,6 +82,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The state digest of an uninterrupted run over the first N_REFERENCE ml-100k events, on a Tansu
+    broker. Kafka puts the same records at the same offsets (same keys, same murmur2 partitions, same
+    order, no duplicates), so one reference serves both stacks and every fault."""
+    tmp = tmp_path_factory.mktemp("reference")
+    events = ml100k(N_REFERENCE)
+    with EmbeddedBroker() as b:
+        stack = Stack("embedded", b.bootstrap, str(tmp / "milvus.db"),
+                      {"IU_KAFKA_BOOTSTRAP": b.bootstrap, "IU_BROKER_PROFILE": "tansu"})
+        with WorkerProcess(replay(stack, tiny_model, tmp, "ref", events), tmp / "ref.log") as w:
+            return wait_applied(w, events, 300)
+
+
+@pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """Three KRaft nodes of Apache Kafka on loopback for the whole session (started on first use)."""
     cluster = KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=3)
@@ -96,8 +111,11 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     """A Milvus standalone server for the whole session (started on first use). One at a time: a
     second would meet the first on its embedded etcd's fixed peer port."""
-    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server")).start()
+    try:
         yield server
+    finally:  # killed, not stopped: the data is thrown away, and its graceful stop can take a minute
+        server.kill()
 
 
 @pytest.fixture

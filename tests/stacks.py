@@ -6,10 +6,12 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pymilvus import MilvusClient
 
 from ops.kafka.cluster import KafkaCluster
+from streams.replay import producer
 
 
 @dataclass
@@ -24,6 +26,10 @@ class Stack:
     @property
     def production(self) -> bool:
         return self.name == "production"
+
+    def producer(self) -> Producer:
+        """The product's producer settings for this stack's broker (idempotent on Apache Kafka)."""
+        return producer(self.bootstrap, idempotent=self.production)
 
 
 def wipe(cluster: KafkaCluster, milvus_uri: str, timeout: float = 60.0) -> None:

@@ -20,7 +20,7 @@ from streams.replay import event_json
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
 from streams.topics import all_topics, events_topic
-from tests.test_reliability import ml100k, replay, wait_applied
+from tests.replays import ml100k, replay, wait_applied
 
 TRANSACTION = 50
 

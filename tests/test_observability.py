@@ -17,7 +17,7 @@ import pytest
 
 from models.data.contract import read_events, read_items
 from streams.broker import free_port
-from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.replay import event_messages, publish, publish_catalog
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
 
@@ -103,7 +103,7 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(tiny_model, stack,
             while not prom.target_up():
                 assert time.monotonic() < deadline, "prometheus never scraped the worker"
                 time.sleep(0.5)
-            prod = producer(stack.bootstrap)
+            prod = stack.producer()
             publish_catalog(prod, read_items(ML100K / "items.csv"))
             events = sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:N_EVENTS]
             publish(prod, event_messages(events), rate=RATE, progress=False)

@@ -14,149 +14,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from pymilvus import MilvusClient
 
-from models.data.contract import Event, read_events, read_items
-from streams.app import changelog_topic, prepare_topics
-from streams.broker import EmbeddedBroker, free_port
-from streams.replay import event_json, event_messages, producer, publish, publish_catalog
-from streams.settings import Settings
-from streams.state import events_applied
+from models.data.contract import Event
+from streams.replay import event_json, event_messages, publish
 from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
-from tests.stacks import Stack
-
-ML100K = Path("var/data/ml-100k")
-N_CRASH = 10_000
-
-
-def ml100k(n: int) -> list[Event]:
-    return sorted(read_events(ML100K / "events.csv"), key=lambda e: e.ts)[:n]
-
-
-def worker_env(stack: Stack, model: Path, tmp: Path, name: str, **extra: str) -> dict[str, str]:
-    """A worker's settings on `stack`; on the embedded one each worker has a milvus-lite file of its own
-    (one process per file), on the production one they share the Milvus server."""
-    lite = {} if stack.production else {"IU_MILVUS_URI": str(tmp / f"{name}-milvus.db")}
-    return {**stack.env, **lite, "IU_MODEL": str(model), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu",
-            "IU_STATE_DIR": str(tmp / f"{name}-faust"), **extra}
-
-
-def keyed_records(bootstrap: str, topics: list[str], users: set[str],
-                  timeout: float = 30.0) -> dict[str, list[tuple[str, int, int, bytes]]]:
-    """Every record of `topics` keyed by one of `users`, as (topic, partition, offset, value)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"diag-{time.time_ns()}", "enable.auto.commit": False})
-    try:
-        tps = [TopicPartition(t, p, 0) for t in topics for p in c.list_topics(t, timeout=10).topics[t].partitions]
-        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-        c.assign(tps)
-        found: dict[str, list[tuple[str, int, int, bytes]]] = {}
-        seen = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + timeout
-        while any(seen[k] < ends[k] for k in ends) and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            seen[(msg.topic(), msg.partition())] = msg.offset() + 1
-            if (uid := msg.key().decode()) in users:
-                found.setdefault(uid, []).append((msg.topic(), msg.partition(), msg.offset(), msg.value()))
-        return found
-    finally:
-        c.close()
-
-
-def changelog_history(bootstrap: str, users: set[str]) -> dict[str, list[tuple[int, int, int]]]:
-    """Every state record of `users` in the changelog as (partition, offset, events applied). A short
-    run then tells its cause: a count that drops between records is a worker that lost state while
-    running; a record ahead of the worker is recovery stopping short; records that end where the worker
-    stands mean the events were never consumed (then the next offsets per partition show which)."""
-    topic = changelog_topic(Settings())
-    return {uid: [(p, o, events_applied(v)) for _, p, o, v in recs]
-            for uid, recs in keyed_records(bootstrap, [topic], users).items()}
-
-
-def missing_events(bootstrap: str, worker: WorkerProcess, events: list[Event],
-                   users: set[str]) -> dict[str, list[tuple[str, int, int]]]:
-    """Where the events of short `users` that are not in their state's ring sit, as (topic,
-    partition, offset): next to the worker's log (refetches, rebalances), whether a lost record was
-    the first of an assignment, or in the middle of a run, says which path lost it."""
-    wanted = {}
-    for uid in users:
-        ring = worker.get(f"/users/{uid}/interest").get("recent_items", [])
-        oldest = min((r["ts"] for r in ring), default=0)  # the ring holds the last L: older ones fell out
-        wanted.update({(e.user_id, e.item_id, e.ts): e.event_id for e in events if e.user_id == uid and e.ts > oldest})
-        for r in ring:
-            wanted.pop((uid, r["item_id"], r["ts"]), None)
-    ids = set(wanted.values())
-    topics = sorted({events_topic(e.scenario) for e in events})
-    return {uid: [(t, p, o) for t, p, o, v in recs if json.loads(v)["event_id"] in ids]
-            for uid, recs in keyed_records(bootstrap, topics, users).items()}
-
-
-def wait_applied(worker: WorkerProcess, events: list[Event], timeout: float, bootstrap: str | None = None) -> dict:
-    """Poll the state digest until all `events` are applied; then once more after a pause, so an event
-    applied twice (the count going past) would show. On timeout, which users are short and by how much,
-    where the worker stands in each partition, and (given the broker) the short users' changelog records."""
-    n = len(events)
-    deadline = time.monotonic() + timeout
-    digest: dict = {}
-    while time.monotonic() < deadline:
-        digest = worker.get("/state/digest")
-        if digest.get("events_applied", 0) >= n:
-            time.sleep(3)
-            return worker.get("/state/digest")
-        time.sleep(0.5)
-    short = {}
-    for uid, want in sorted(Counter(e.user_id for e in events).items()):
-        got = worker.get(f"/users/{uid}/interest").get("events_applied", 0)
-        if got != want:
-            short[uid] = (got, want)
-    history = changelog_history(bootstrap, set(short)) if bootstrap and short else {}
-    missing = missing_events(bootstrap, worker, events, set(short)) if bootstrap and short else {}
-    positions = worker.get("/stats").get("next_offsets")
-    log = worker.log_path.read_text(errors="replace").splitlines() if worker.log_path.exists() else []
-    notable = [line[:300] for line in log if any(w in line for w in ("fetching", "Seek", "Worker ready", "ERROR"))]
-    # Compact findings first and the worker's log last: CI shows a long message's head and tail only.
-    raise AssertionError(f"{n} events not applied within {timeout:.0f} s: {digest}\nusers short (applied, "
-                         f"expected): {short}\nnext offset per event partition: {positions}\n"
-                         f"events missing from their ring (topic, partition, offset): {str(missing)[:800]}\n"
-                         f"changelog (partition, offset, applied): {history}\nlog, refetches and rebalances:\n"
-                         + "\n".join(notable[-40:]) + f"\n{worker.tail()}")
-
-
-def replay(stack: Stack, model: Path, tmp: Path, name: str, events: list[Event], **extra: str) -> dict[str, str]:
-    """The topics created, the catalog and `events` published (possibly none yet); the worker env."""
-    env = worker_env(stack, model, tmp, name, **extra)
-    prepare_topics(Settings.from_env(env), stack.bootstrap)  # before Tansu auto-creates them wrong
-    prod = producer(stack.bootstrap)
-    publish_catalog(prod, read_items(ML100K / "items.csv"))
-    publish(prod, event_messages(events), progress=False)
-    return env
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The state digest of an uninterrupted run over the first N_CRASH ml-100k events, on a Tansu
-    broker. Kafka puts the same records at the same offsets (same keys, same murmur2 partitions, same
-    order), so one reference serves both stacks."""
-    tmp = tmp_path_factory.mktemp("reference")
-    events = ml100k(N_CRASH)
-    with EmbeddedBroker() as b:
-        stack = Stack("embedded", b.bootstrap, str(tmp / "milvus.db"),
-                      {"IU_KAFKA_BOOTSTRAP": b.bootstrap, "IU_BROKER_PROFILE": "tansu"})
-        with WorkerProcess(replay(stack, tiny_model, tmp, "ref", events), tmp / "ref.log") as w:
-            return wait_applied(w, events, 300)
+from tests.replays import N_REFERENCE, ml100k, replay, wait_applied, worker_env
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, stack, tmp_path, store):
-    events = ml100k(N_CRASH)
+    events = ml100k(N_REFERENCE)
     bootstrap = stack.bootstrap
     env = replay(stack, tiny_model, tmp_path, "crash", events, IU_STORE=store)
     first = WorkerProcess(env, tmp_path / "crash.log").start()
     try:
-        first.wait_for(lambda s: s.get("events_in", 0) >= N_CRASH // 2, 180, "half the replay consumed")
+        first.wait_for(lambda s: s.get("events_in", 0) >= N_REFERENCE // 2, 180, "half the replay consumed")
     finally:
         first.kill()
     generations = [line for line in (tmp_path / "crash.log").read_text().splitlines() if "generation id" in line]
@@ -166,7 +40,7 @@ def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, r
         redelivered = again.get("/stats").get("redelivered", 0)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
-    assert after["events_applied"] == N_CRASH
+    assert after["events_applied"] == N_REFERENCE
     print(f"{store}: state equal to the uninterrupted run; {redelivered} redelivered events skipped")
 
 
@@ -222,7 +96,7 @@ def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, sta
                                                            key, value))
     messages += list(event_messages(late_user))
     env = replay(stack, tiny_model, tmp_path, "bad", [])
-    prod = producer(stack.bootstrap)
+    prod = stack.producer()
     with WorkerProcess(env, tmp_path / "bad.log") as worker:
         publish(prod, messages, progress=False)
         total = len(messages)
@@ -266,7 +140,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, stack, 
                 break
             assert time.monotonic() < deadline, f"no partition split: {split}"
             time.sleep(0.5)
-        publish(producer(bootstrap), event_messages(halves[0]), progress=False)
+        publish(stack.producer(), event_messages(halves[0]), progress=False)
         deadline = time.monotonic() + 180
         while (served := [w.get("/stats").get("events_in", 0) for w in (a, b)]) and sum(served) < 3000:
             assert time.monotonic() < deadline, served
@@ -278,7 +152,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over(tiny_model, stack, 
     finally:
         b.kill()
     try:
-        publish(producer(bootstrap), event_messages(halves[1]), progress=False)
+        publish(stack.producer(), event_messages(halves[1]), progress=False)
         wait_applied(a, events, 300, bootstrap)
         for uid, n in expected[1].items():
             assert a.get(f"/users/{uid}/interest")["events_applied"] == n, uid
@@ -295,7 +169,7 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
     milvus = shared_milvus
     env = replay(stack, tiny_model, tmp_path, "outage", [], IU_MILVUS_URI=milvus.uri, IU_MILVUS_TIMEOUT_S="2")
     with WorkerProcess(env, tmp_path / "outage.log") as worker:
-        prod = producer(stack.bootstrap)
+        prod = stack.producer()
         publish(prod, event_messages(before), progress=False)
         lists_before = worker.wait_for(lambda s: s.get("events_in", 0) >= 1500, 180, "part 1")["recommendations_out"]
         milvus.stop()
@@ -363,12 +237,11 @@ def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_m
     events = base + [Event(f"again-{e.event_id}", e.user_id, e.item_id, e.action, e.scenario, e.ts + year)
                      for e in base]
     assert len(events) == FLOOD
-    bootstrap = stack.bootstrap
     with WorkerProcess(replay(stack, tiny_model, tmp_path, "flood", []), tmp_path / "flood.log") as worker:
         assert worker.proc is not None
         sent: list[int] = []
         publisher = threading.Thread(
-            target=lambda: sent.append(publish(producer(bootstrap), event_messages(events), progress=False)),
+            target=lambda: sent.append(publish(stack.producer(), event_messages(events), progress=False)),
             daemon=True)
         samples: list[tuple[float, int, float]] = []  # (seconds, events consumed, RSS MB)
         start = time.monotonic()

@@ -145,10 +145,10 @@ def test_item_ids_with_quotes_backslashes_and_non_ascii_round_trip(tiny_model, s
     events = [Event(f"tricky-{k}", "tricky-user", i, "click", "home", 880_000_000_000 + k * 1000)
               for k, i in enumerate(TRICKY_IDS)]
     with WorkerProcess(env, tmp_path / "catalog.log") as first:
-        publish_catalog(producer(stack.bootstrap), items)
+        publish_catalog(stack.producer(), items)
         first.wait_for(lambda s: s.get("items_applied", 0) >= len(items), 60, "catalog records applied")
     with WorkerProcess(env, tmp_path / "events.log") as worker:
-        publish(producer(stack.bootstrap), event_messages(events), progress=False)
+        publish(stack.producer(), event_messages(events), progress=False)
         stats = worker.wait_for(lambda s: s.get("events_in", 0) >= len(events), 60, "events consumed")
         assert stats.get("applied") == len(events) and not any(k.startswith("dead_letter") for k in stats), stats
         got = worker.get("/users/tricky-user/interest")

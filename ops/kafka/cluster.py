@@ -18,11 +18,11 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
 from streams.broker import BrokerError, free_port
+from streams.supervise import LogFile
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -61,14 +61,13 @@ def java() -> str:
     return found
 
 
-class Node:
+class Node(LogFile):
     """One combined broker+controller process."""
 
     def __init__(self, cluster: KafkaCluster, node_id: int) -> None:
         self.cluster, self.node_id = cluster, node_id
         self.dir = cluster.root / f"node-{node_id}"
         self.proc: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def port(self) -> int:
@@ -150,11 +149,6 @@ class Node:
             self.proc.kill()
             self.proc.wait(10)
         self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def tail(self, chars: int = 2000) -> str:
         path = self.dir / "broker.log"

@@ -49,7 +49,7 @@ def _bootstrap(settings: Settings) -> str:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    prod = producer(_bootstrap(settings))
+    prod = producer(_bootstrap(settings), idempotent=not settings.tansu)
     folder = resolve(args.dataset, settings)
     if not args.no_catalog:
         print(f"catalog: {publish_catalog(prod, read_items(folder / 'items.csv'))} items", file=sys.stderr)
@@ -75,7 +75,7 @@ def _lines(scenario: str | None, scenarios: tuple[str, ...]) -> Iterator[tuple[s
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    prod = producer(_bootstrap(settings))
+    prod = producer(_bootstrap(settings), idempotent=not settings.tansu)
     n = publish(prod, _lines(args.scenario, settings.scenarios), progress=False)
     print(json.dumps({"events_published": n}))
     return 0

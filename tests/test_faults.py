@@ -1,0 +1,164 @@
+"""Broker and vector-store faults on the production stack (3 Kafka nodes, replication factor 3,
+min.insync.replicas 2, a Milvus server) while a worker consumes a replay and a producer publishes it.
+
+Each run ends with the kill -9 test's check (every user's interaction buffer, event count and
+watermarks equal to the uninterrupted reference run) and counts the lists on iu.recommendations:
+every list the worker emitted is there, and every user's last list, the one their final state
+gives, is there (for a Milvus fault: every user with events after Milvus was back; the others'
+last lists are withheld).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from pymilvus import MilvusClient
+
+from models.data.contract import Event
+from ops.kafka.cluster import KafkaCluster
+from streams.replay import event_messages, publish
+from streams.supervise import MilvusServer, WorkerProcess
+from streams.topics import RECOMMENDATIONS
+from tests.replays import N_REFERENCE, keyed_records, ml100k, replay, wait_applied
+from tests.stacks import Stack
+
+SAME = ("users", "events_applied", "interactions")  # interactions: buffers, counts and watermarks
+
+
+@dataclass
+class Scene:
+    """What a fault acts on, and how far the producer has got (events handed to the client)."""
+
+    cluster: KafkaCluster
+    milvus: MilvusServer
+    worker: WorkerProcess
+    published: list[int]
+    back_at: int = 0  # the producer's count once the faulty part was whole again; lists are due after it
+
+
+def wait_consumed(scene: Scene, n: int) -> None:
+    scene.worker.wait_for(lambda s: s.get("events_in", 0) >= n, 120, f"{n} events consumed")
+
+
+def kill_one_broker(scene: Scene) -> None:
+    """kill -9 a node (the first; it is a controller voter too) a quarter into the replay; back 10 s later."""
+    wait_consumed(scene, N_REFERENCE // 4)
+    scene.cluster.kill(1)
+    time.sleep(10)
+    scene.cluster.restart(1)
+
+
+def rolling_restart(scene: Scene) -> None:
+    """Each node in turn: a controlled shutdown, a start on its data, the cluster whole again."""
+    wait_consumed(scene, N_REFERENCE // 10)
+    for node_id in scene.cluster.nodes:
+        scene.cluster.restart(node_id)
+
+
+def one_broker_down(scene: Scene) -> None:
+    """A node killed and kept down for 60 s while the producer and the worker go on."""
+    wait_consumed(scene, N_REFERENCE // 20)
+    scene.cluster.kill(3)
+    time.sleep(60)
+    scene.cluster.restart(3)
+
+
+def kill_milvus(scene: Scene) -> None:
+    """kill -9 the Milvus server a quarter into the replay; started again on its data once the worker
+    has withheld lists; the vector store then up and nothing pending."""
+    wait_consumed(scene, N_REFERENCE // 4)
+    scene.milvus.kill()
+    scene.worker.wait_for(lambda s: s.get("withheld", 0) > 0, 60, "lists withheld")
+    scene.milvus.start()
+    deadline = time.monotonic() + 120
+    while (store := scene.worker.get("/health")["vector_store"]) and not (store["up"] and not store["pending_vectors"]):
+        assert time.monotonic() < deadline, store
+        time.sleep(0.5)
+    scene.back_at = scene.published[0]
+
+
+@dataclass(frozen=True)
+class Fault:
+    act: Callable[[Scene], None]
+    publish_s: float  # the replay is paced over this long, so that the fault lands in its middle
+
+
+FAULTS = {
+    "kill-9-broker": Fault(kill_one_broker, 30),
+    "rolling-restart": Fault(rolling_restart, 60),
+    "broker-down-60s": Fault(one_broker_down, 75),
+    "kill-9-milvus": Fault(kill_milvus, 60),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_mid_replay_loses_nothing_and_every_list_arrives(tiny_model, reference, kafka_stack: Stack,
+                                                               kafka_cluster, milvus_server, tmp_path, fault):
+    events = ml100k(N_REFERENCE)
+    env = replay(kafka_stack, tiny_model, tmp_path, "fault", [])
+    with WorkerProcess(env, tmp_path / "fault.log") as worker:
+        scene = Scene(kafka_cluster, milvus_server, worker, [0])
+        publisher = threading.Thread(target=paced, args=(kafka_stack, events, FAULTS[fault].publish_s,
+                                                         scene.published), daemon=True)
+        publisher.start()
+        try:
+            FAULTS[fault].act(scene)
+        finally:
+            publisher.join(FAULTS[fault].publish_s + 120)
+        assert scene.published[0] == len(events), f"the producer stopped at {scene.published[0]}"
+        after = wait_applied(worker, events, 300, kafka_stack.bootstrap)
+        stats = worker.get("/stats")
+        # A user's last list comes from the last of their events the worker consumed: the last one on
+        # one of the scenario topics (topics interleave as they are fetched; each keeps its order).
+        last = {(e.user_id, e.scenario): n for n, e in enumerate(events)}
+        scenarios: dict[str, set[str]] = {}
+        for uid, sc in last:
+            scenarios.setdefault(uid, set()).add(sc)
+        gaps = vector_gaps(worker, kafka_stack.milvus_uri, scenarios) if fault == "kill-9-milvus" else {}
+    assert {k: after[k] for k in SAME} == {k: reference[k] for k in SAME}, (after, reference)
+    lists = keyed_records(kafka_stack.bootstrap, [RECOMMENDATIONS], set(scenarios), timeout=60)
+    triggers = {json.loads(value)["trigger_event_id"] for recs in lists.values() for *_, value in recs}
+    sent = sum(len(recs) for recs in lists.values())
+    assert len(triggers) == stats["recommendations_out"], (sent, len(triggers), stats)
+    due = {uid: {events[last[uid, sc]].event_id for sc in scs} for uid, scs in scenarios.items()
+           if max(last[uid, sc] for sc in scs) >= scene.back_at}
+    missing = {uid: ids for uid, ids in due.items() if not ids & triggers}
+    assert not missing, f"{len(missing)} of {len(due)} users have no list for their final state: {missing}"
+    if fault == "kill-9-milvus":
+        assert stats["withheld"] > 0, stats
+        far = {uid: gap for uid, gap in gaps.items() if not gap < 1e-4}
+        assert not far, f"users whose vector in Milvus is not their latest: {far}"
+    print(f"{fault}: state equal to the uninterrupted run; {sent} lists on the topic "
+          f"({sent - len(triggers)} sent twice), {stats['recommendations_out']} emitted, "
+          f"{stats.get('withheld', 0)} withheld; {len(due)} users' last lists checked")
+
+
+def paced(stack: Stack, events: list[Event], seconds: float, published: list[int]) -> None:
+    """`events` spread over `seconds`, counting in `published[0]` as they go."""
+    def counted() -> Iterator[tuple[str, bytes, bytes]]:
+        for n, message in enumerate(event_messages(events), 1):
+            yield message
+            published[0] = n
+    publish(stack.producer(), counted(), rate=len(events) / seconds, progress=False)
+
+
+def vector_gaps(worker: WorkerProcess, milvus_uri: str, scenarios: dict[str, set[str]]) -> dict[str, float]:
+    """Per user, how close their vectors in Milvus come to the one their state gives now (largest
+    coordinate difference, over their scenarios' rows: the row their last micro-batch wrote is the
+    latest; inf where there is none)."""
+    client = MilvusClient(milvus_uri)
+    client.load_collection("user_interests")
+    keys = [f"{uid}|{sc}" for uid, scs in scenarios.items() for sc in scs]
+    rows = {r["key"]: r["vector"] for r in client.get("user_interests", ids=keys, output_fields=["vector"],
+                                                       consistency_level="Strong")}
+    gaps = dict.fromkeys(scenarios, float("inf"))
+    for uid, scs in scenarios.items():
+        for sc in scs & {key.split("|")[1] for key in rows if key.startswith(f"{uid}|")}:
+            fused = worker.get(f"/users/{uid}/interest?scenario={sc}")["fused"]
+            gaps[uid] = min(gaps[uid], max(abs(a - b) for a, b in zip(rows[f"{uid}|{sc}"], fused, strict=True)))
+    return gaps

@@ -57,6 +57,9 @@ class Settings:
     seed: int = _opt(2020, "default seed for training and synthetic data")
     partitions: int = _opt(4, "partitions of every event topic, the recommendations topic and the state changelog")
     kafka_bootstrap: str = _opt("", "`host:port` of a Kafka cluster; empty: `iu` starts the embedded Tansu broker")
+    broker_dir: Path = _opt(Path("var/broker"), "the embedded broker's record (address, process, cluster id) "
+                            "and log; `iu` commands without IU_KAFKA_BOOTSTRAP find it there")
+    broker_port: int = _opt(19092, "the embedded broker's port on 127.0.0.1, the same across worker restarts")
     replication_factor: int = _opt(0, "copies of every topic the worker creates, Faust's changelog and leader "
                                    "topics included; 0: 3, or the cluster's broker count when smaller")
     session_timeout_s: float = _opt(0.0, "how long the consumer group waits for a silent worker before its "
@@ -124,6 +127,7 @@ class Settings:
             "delivery_timeout_s": self.delivery_timeout_s > 0,
             "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,
+            "broker_port": 0 < self.broker_port < 65536,
         }
         for name, ok in checks.items():
             if not ok:

@@ -10,6 +10,7 @@ A test takes the `stack` fixture to run once on each."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,13 +23,23 @@ from confluent_kafka import Consumer
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
 from ops.kafka.cluster import KafkaCluster
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, LocalBroker, free_port
 from streams.supervise import MilvusServer, WorkerProcess
 from tests.replays import N_REFERENCE, ml100k, replay, wait_applied
 from tests.stacks import Stack, drop_collections, wipe
 
 STACKS = ("embedded", "production")
 SESSION_TIMEOUT_S = 6  # the least Kafka takes by default: a killed worker's partitions move on after it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_broker_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """`iu` commands under test that start the local embedded broker start it here, on a free port,
+    never in the checkout's var/ or on its default port; stopped at the end of the session."""
+    home = LocalBroker(tmp_path_factory.mktemp("broker-home"), free_port())
+    os.environ.update({"IU_BROKER_DIR": str(home.folder), "IU_BROKER_PORT": str(home.port)})
+    yield home
+    home.stop(force=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The embedded broker: a real Tansu process on loopback, driven with plain confluent-kafka."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import BrokerError, EmbeddedBroker, create_topics, end_offsets_read, port_open
+from streams.broker import BrokerError, EmbeddedBroker, create_topics, end_offsets_read, free_port, port_open
 from streams.reader import read
 from streams.topics import all_topics
 
@@ -85,20 +84,36 @@ def test_port_in_use_is_a_clear_error(broker):
         EmbeddedBroker(port=port).start()
 
 
-def test_iu_broker_runs_until_ctrl_c_and_leaves_nothing_behind():
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--partitions", "2"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "IU_SCENARIOS": "home"})
+def test_iu_broker_start_status_stop_and_no_stop_under_a_client(tmp_path):
+    env = {**os.environ, "IU_SCENARIOS": "home", "IU_BROKER_DIR": str(tmp_path), "IU_BROKER_PORT": str(free_port())}
+
+    def iu(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streams.cli", "broker", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    started = iu("start", "--partitions", "2")
     try:
-        line = proc.stdout.readline().strip()  # bounded by the broker's own 15 s readiness timeout
-        assert line.startswith("IU_KAFKA_BOOTSTRAP=127.0.0.1:") and line.endswith(" IU_BROKER_PROFILE=tansu"), line
-        bootstrap = line.split()[0].split("=", 1)[1]
-        found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5).topics
-        assert len(found["iu.events.home"].partitions) == 2
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
-        host, port = bootstrap.split(":")
-        assert not port_open(host, int(port)), "the broker must stop with the command"
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.strip().splitlines()
+        assert "started" in lines[0] and "memory only" in lines[0], lines
+        assert lines[1] == f"IU_KAFKA_BOOTSTRAP=127.0.0.1:{env['IU_BROKER_PORT']} IU_BROKER_PROFILE=tansu", lines
+        bootstrap = lines[1].split()[0].split("=", 1)[1]
+        assert "running" in iu("start", "--partitions", "2").stdout  # found, not started twice
+        assert len(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5).topics["iu.events.home"]
+                   .partitions) == 2
+        status = iu("status")
+        assert status.returncode == 0 and f"running at {bootstrap}" in status.stdout, status
+        client = Consumer({"bootstrap.servers": bootstrap, "group.id": "holder"})
+        client.list_topics(timeout=5)
+        refused = iu("stop")
+        client.close()
+        assert refused.returncode == 1 and "client connection" in refused.stderr, refused
+        assert port_open("127.0.0.1", int(env["IU_BROKER_PORT"]))
+        deadline = time.monotonic() + 10
+        while (stopped := iu("stop")).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the closed client's connection takes a moment to go
+        assert stopped.returncode == 0, stopped.stderr
+        assert not port_open("127.0.0.1", int(env["IU_BROKER_PORT"]))
+        assert iu("status").returncode == 3
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        iu("stop", "--force")

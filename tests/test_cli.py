@@ -147,5 +147,6 @@ def test_a_stop_request_ends_a_command_as_ctrl_c_does(consume_all):
     assert b"iu: interrupted" in err
 
 
-def test_replay_without_a_broker_says_what_to_do():
-    fails_with_one_line(iu("replay", "--limit", "1", env={"IU_KAFKA_BOOTSTRAP": ""}), "IU_KAFKA_BOOTSTRAP")
+def test_replay_without_a_broker_says_what_to_do(tmp_path):
+    fails_with_one_line(iu("replay", "--limit", "1", env={"IU_KAFKA_BOOTSTRAP": "", "IU_BROKER_DIR": str(tmp_path)}),
+                        "IU_KAFKA_BOOTSTRAP", "iu broker start")

@@ -7,7 +7,11 @@ state's watermarks) are the same in the reference run and in a run that crashes,
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,14 +21,18 @@ import pytest
 from pymilvus import MilvusClient
 
 from models.data.contract import Event
+from streams.broker import free_port
 from streams.replay import event_json, event_messages, publish
 from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
-from tests.replays import N_REFERENCE, ml100k, replay, wait_applied, worker_env
+from tests.replays import ML100K, N_REFERENCE, ml100k, replay, wait_applied, worker_env
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, stack, tmp_path, store):
+def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, reference, stack, tmp_path, store,
+                                                                   request):
+    """On the production stack the broker restarts too while the worker is down (every Kafka node
+    stopped, then started on its data): Kafka keeps the events, the changelog and the offsets."""
     events = ml100k(N_REFERENCE)
     bootstrap = stack.bootstrap
     env = replay(stack, tiny_model, tmp_path, "crash", events, IU_STORE=store)
@@ -35,6 +43,10 @@ def test_kill_9_mid_replay_loses_nothing_and_applies_nothing_twice(tiny_model, r
         first.kill()
     generations = [line for line in (tmp_path / "crash.log").read_text().splitlines() if "generation id" in line]
     print("the first worker's group generations:", generations)
+    if stack.production:
+        cluster = request.getfixturevalue("kafka_cluster")
+        cluster.stop()
+        cluster.start()
     with WorkerProcess(env, tmp_path / "restart.log") as again:
         after = wait_applied(again, events, 300, bootstrap)
         redelivered = again.get("/stats").get("redelivered", 0)
@@ -272,3 +284,67 @@ def test_flood_of_200k_events_memory_bounded_throughput_steady_lag_drains(tiny_m
     assert min(windows) >= 0.5 * median, windows
     # Bounded, not growing with the events: the last quarter adds little over the first quarter's level.
     assert samples[-1][2] - samples[len(samples) // 4][2] < 300
+
+
+def test_embedded_worker_killed_then_interrupted_mid_replay_ends_exact(tiny_model, reference, tmp_path):
+    """With `iu` commands only, on embedded defaults: `iu worker` (which starts the local embedded
+    broker) and `iu replay` paced; the worker killed -9 a quarter in, run again, stopped with Ctrl-C
+    half way, run again. The broker and the replay outlive the workers, and the state ends equal to
+    the uninterrupted run."""
+    env = {"IU_BROKER_DIR": str(tmp_path / "broker"), "IU_BROKER_PORT": str(free_port()),
+           "IU_KAFKA_BOOTSTRAP": "", "IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"),
+           "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu", "IU_STATE_DIR": str(tmp_path / "faust"),
+           "IU_DATA_DIR": str(ML100K.parent.resolve())}
+    events = ml100k(N_REFERENCE)
+    worker = WorkerProcess(env, tmp_path / "first.log").start()
+    publisher = subprocess.Popen([sys.executable, "-m", "streams.cli", "replay", "--limit", str(N_REFERENCE),
+                                  "--rate", "300"], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+        try:
+            worker.wait_for(lambda s: s.get("events_in", 0) >= N_REFERENCE // 4, 120, "a quarter consumed")
+        finally:
+            worker.kill()
+        worker = WorkerProcess(env, tmp_path / "second.log").start()
+        try:
+            worker.wait_for(lambda s: s.get("events_in", 0) >= N_REFERENCE // 4, 120, "another quarter consumed")
+        finally:
+            assert worker.proc is not None
+            worker.proc.send_signal(signal.SIGINT)
+            assert worker.proc.wait(60) == 0, worker.tail()
+            worker.stop()
+        with WorkerProcess(env, tmp_path / "third.log") as worker:
+            _, err = publisher.communicate(timeout=120)
+            assert publisher.returncode == 0, err[-2000:]
+            after = wait_applied(worker, events, 300)
+        assert "running at" in (tmp_path / "third.log").read_text()  # the same broker, found again
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+        subprocess.run([sys.executable, "-m", "streams.cli", "broker", "stop", "--force"], env={**os.environ, **env},
+                       capture_output=True, timeout=60)
+    same = ("users", "events_applied", "interactions")
+    assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
+
+
+def test_rocksdb_tables_built_on_another_broker_are_refused_with_what_to_do(tiny_model, tmp_path):
+    """A worker's RocksDB tables from an embedded broker that has since stopped meet a new one (its
+    offsets start again at 0): the worker refuses them in one line rather than stand past the ends."""
+    env = {**os.environ, "IU_BROKER_DIR": str(tmp_path / "broker"), "IU_BROKER_PORT": str(free_port()),
+           "IU_KAFKA_BOOTSTRAP": "", "IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"),
+           "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu", "IU_STATE_DIR": str(tmp_path / "faust"),
+           "IU_STORE": "rocksdb://"}
+
+    def iu(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    try:
+        with WorkerProcess(env, tmp_path / "first.log"):
+            pass  # ready: its tables exist
+        assert iu("broker", "stop").returncode == 0
+        refused = iu("worker", timeout=180)
+    finally:
+        iu("broker", "stop", "--force")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "built on another broker" in lines[0] and "delete" in lines[0], lines

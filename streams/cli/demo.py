@@ -76,7 +76,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     titles = {it.item_id: it.title for it in items}
     events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)[: args.events]
     port = settings.web_port if not port_open(settings.web_host, settings.web_port) else free_port()
-    with broker_for(settings, announce=False) as bootstrap:
+    with broker_for(settings) as bootstrap:
         prepare_topics(settings, bootstrap)
         env = {"IU_KAFKA_BOOTSTRAP": bootstrap, "IU_BROKER_PROFILE": "tansu" if settings.tansu else "kafka",
                "IU_WEB_PORT": str(port)}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from streams import metrics
 from streams.app import build_app, prepare_topics
-from streams.broker import broker_for, port_open
+from streams.broker import cluster_id, local_broker, port_open
+from streams.cli.broker import announce
 from streams.heap import settle_heap, time_collections
-from streams.runtime import load_processor
+from streams.runtime import claim_tables, load_processor
 from streams.settings import Settings
 from streams.supervise import WorkerError
 from streams.threads import share_gil
@@ -20,7 +22,8 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
         help="run the streaming worker: events in, interests and recommendations out",
         description="Consume iu.events.<scenario> and iu.items, update each user's multi-view interest "
         "state, upsert user vectors into Milvus and emit recommendations to iu.recommendations. "
-        "Without IU_KAFKA_BOOTSTRAP it starts an embedded Tansu broker and prints its address. "
+        "Without IU_KAFKA_BOOTSTRAP it uses the local embedded Tansu broker (`iu broker`), started if none "
+        "runs, and prints its address. "
         f"HTTP on {settings.web_host}:{settings.web_port}: /health, /stats, /users/ID/recommendations, "
         "/users/ID/interest. Stop with Ctrl-C (or SIGTERM): offsets and state are committed first.",
         formatter_class=fmt,
@@ -36,14 +39,20 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         raise WorkerError(f"port {settings.web_host}:{settings.web_port} is in use (is a worker running already?): "
                           "stop what holds it or set IU_WEB_PORT to a free port")
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    with broker_for(settings) as bootstrap:
-        replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
-        app = build_app(settings, bootstrap, load_processor(settings), replication)
-        share_gil(settings.gil_switch_ms)
-        metrics.GC_FROZEN.set(settle_heap())
-        time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
-        try:
-            Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
-        except SystemExit as e:
-            return int(e.code or 0)
+    if settings.embedded:
+        found, started = local_broker(settings).ensure()
+        announce(found, started)
+        bootstrap, cluster = found.bootstrap, found.cluster_id
+    else:
+        bootstrap, cluster = settings.kafka_bootstrap, ""
+    replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
+    app = build_app(settings, bootstrap, load_processor(settings), replication)
+    claim_tables(settings, Path(app.conf.tabledir), cluster or cluster_id(bootstrap, 10.0) or "unknown")
+    share_gil(settings.gil_switch_ms)
+    metrics.GC_FROZEN.set(settle_heap())
+    time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
+    try:
+        Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    except SystemExit as e:
+        return int(e.code or 0)
     return 0

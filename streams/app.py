@@ -115,7 +115,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
         broker=f"kafka://{bootstrap}",
         store=settings.store,
         datadir=str(settings.state_dir),  # not Faust's default, ./<app_id>-data in the cwd
-        processing_guarantee="at_least_once",
+        processing_guarantee=settings.guarantee,
         topic_partitions=settings.partitions,
         web_bind=settings.web_host,
         web_host=settings.advertised_host,  # Faust's canonical URL: what other workers proxy requests to

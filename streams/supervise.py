@@ -83,7 +83,11 @@ class WorkerProcess(LogFile):
             with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
-            return {"http_status": e.code, **json.loads(e.read() or b"{}")}
+            body = e.read()
+            try:
+                return {"http_status": e.code, **json.loads(body or b"{}")}
+            except ValueError:  # Faust's own error page (a request proxied to a worker that died)
+                return {"http_status": e.code, "error": body.decode(errors="replace")[:300]}
 
     def samples(self) -> list[Sample]:
         """Every sample on /metrics, parsed (a histogram's `_sum`, `_count` and buckets included)."""

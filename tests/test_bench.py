@@ -1,6 +1,6 @@
 """The benchmarks under ops/bench are not timed tests, but they must run: each one's `--help` builds
 what it can without a broker (the ceiling agent builds its whole Faust app, transport included).
-One process for all four, so torch and Faust are imported once."""
+One process for all five, so torch and Faust are imported once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-BENCHES = ("ops.bench.e2e", "ops.bench.encoder", "ops.bench.vectors", "ops.bench.ceiling")
+BENCHES = ("ops.bench.e2e", "ops.bench.guarantee", "ops.bench.encoder", "ops.bench.vectors", "ops.bench.ceiling")
 SCRIPT = """
 import runpy, sys
 for module in sys.argv[1:]:

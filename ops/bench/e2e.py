@@ -8,7 +8,7 @@ per 1k events. At the end: RSS and state bytes per user. In the same run, the ce
 Faust agent (ops/bench/ceiling.py) forwarding the same messages on the same broker; ours is
 reported as a ratio of it. Events are ml-100k in time order, cycled with new ids when they run out.
 
-    python -m ops.bench.e2e [--quick] [--stacks embedded,production] [--json] [--record]
+    python -m ops.bench.e2e [--quick] [--stacks embedded,production] [--workers 1,2,3] [--json] [--record]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,15 +87,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stage_totals(worker: WorkerProcess) -> dict[str, list[float]]:
-    """Seconds and calls so far per pipeline stage, and events and micro-batches (key "batch")."""
+def stage_totals(workers: list[WorkerProcess]) -> dict[str, list[float]]:
+    """Seconds and calls so far per pipeline stage, and events and micro-batches (key "batch"), summed
+    over the workers."""
     totals: dict[str, list[float]] = {}
-    for s in worker.samples():
+    for s in (s for w in workers for s in w.samples()):
         if s.name.startswith(("iu_stage_duration_seconds_", "iu_batch_size_events_")) and \
                 s.name.endswith(("_sum", "_count")):
             key = s.labels.get("stage", "batch")
             totals.setdefault(key, [0.0, 0.0])[s.name.endswith("_count")] += s.value
     return totals
+
+
+def counted(workers: list[WorkerProcess], key: str) -> int:
+    """A /stats counter summed over the workers."""
+    return sum(w.get("/stats").get(key, 0) for w in workers)
+
+
+def cpu_of(workers: list[WorkerProcess]) -> float:
+    return sum(cpu_seconds(w.proc.pid) for w in workers if w.proc is not None)
 
 
 def stage_means(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
@@ -108,17 +118,20 @@ def stage_means(before: dict[str, list[float]], after: dict[str, list[float]]) -
     return out
 
 
-def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProcess, recs: Collector,
+def phase(name: str, rate: float, events: list[Event], prod, workers: list[WorkerProcess], recs: Collector,
           timeout: float) -> dict:
-    """Publish `events` at `rate` (0: flat out) and wait until the worker has consumed them."""
-    assert worker.proc is not None
-    before, seen, stages0 = worker.get("/stats"), len(recs.values), stage_totals(worker)
-    target, lists_before = before.get("events_in", 0) + len(events), before.get("recommendations_out", 0)
-    cpu0, t0 = cpu_seconds(worker.proc.pid), time.time()
+    """Publish `events` at `rate` (0: flat out) and wait until the workers have consumed them."""
+    seen, stages0 = len(recs.values), stage_totals(workers)
+    target, lists_before = counted(workers, "events_in") + len(events), counted(workers, "recommendations_out")
+    cpu0, t0 = cpu_of(workers), time.time()
     publish(prod, event_messages(events), rate=rate, total=len(events), progress=False)
-    stats = worker.wait_for(lambda s: s.get("events_in", 0) >= target, timeout, f"{name}: {len(events)} events")
-    elapsed, cpu = time.time() - t0, cpu_seconds(worker.proc.pid) - cpu0
-    lists = stats.get("recommendations_out", 0) - lists_before
+    deadline = time.monotonic() + timeout
+    while counted(workers, "events_in") < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: {len(events)} events not consumed within {timeout:.0f} s")
+        time.sleep(0.25)
+    elapsed, cpu = time.time() - t0, cpu_of(workers) - cpu0
+    lists = counted(workers, "recommendations_out") - lists_before
     recs.wait_count(seen + lists, 60)
     latency = [json.loads(v) for v in recs.values[seen:seen + lists]]
     ms = np.array([r["emitted_ts"] - r["ingest_ts"] for r in latency], float)
@@ -128,7 +141,7 @@ def phase(name: str, rate: float, events: list[Event], prod, worker: WorkerProce
             "events_per_s": round(len(events) / elapsed), "lists_per_s": round(lists / elapsed),
             "latency_ms_p50": round(float(p50)), "latency_ms_p95": round(float(p95)),
             "latency_ms_p99": round(float(p99)), "cpu_s_per_1k": round(1000 * cpu / len(events), 3),
-            "stage_ms": stage_means(stages0, stage_totals(worker))}
+            "stage_ms": stage_means(stages0, stage_totals(workers))}
 
 
 def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float) -> dict:
@@ -180,33 +193,39 @@ def stack(name: str, tmp: Path) -> Iterator[dict[str, str]]:
                "IU_RETRIEVAL": "milvus"}
 
 
-def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, source: Iterator[Event]) -> dict:
+def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, source: Iterator[Event],
+              n_workers: int = 1) -> dict:
+    """One stack, fresh, with `n_workers` workers in one consumer group (more than one: each its own
+    state folder and HTTP port, all on the stack's Milvus server, IU_PARTITIONS partitions)."""
     rates = [float(r) for r in args.rates.split(",")]
     seconds = 10 if args.quick else args.seconds
     flat = 15_000 if args.quick else args.flat_events
     rows = []
-    with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, stack(name, Path(tmp)) as where:
-        env = {**where, "IU_MODEL": str(model), "IU_STATE_DIR": f"{tmp}/faust", "IU_WEB_PORT": str(free_port())}
+    with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, stack(name, Path(tmp)) as where, \
+            ExitStack() as running:
+        envs = [{**where, "IU_MODEL": str(model), "IU_STATE_DIR": f"{tmp}/faust-{k}", "IU_WEB_PORT": str(free_port()),
+                 "IU_PARTITIONS": str(args.partitions)} for k in range(n_workers)]
+        env = envs[0]
         bootstrap = where["IU_KAFKA_BOOTSTRAP"]
         prepare_topics(Settings.from_env(env), bootstrap)
-        prod = producer(bootstrap)
+        prod = producer(bootstrap, idempotent=name == "production")
         publish_catalog(prod, read_items(folder / "items.csv"))
         recs = Collector(bootstrap, RECOMMENDATIONS)
         recs.start()
-        with WorkerProcess(env, Path(tmp) / "worker.log") as worker:
-            assert worker.proc is not None
-            settle_heap()  # this process is the load: its collector's pauses would come back as bursts
-            phase("warm-up", 0, list(itertools.islice(source, 2000)), prod, worker, recs, 300)
-            for rate in rates:
-                rows.append(phase(f"offered {rate:.0f}/s", rate, list(itertools.islice(source, int(rate * seconds))),
-                                  prod, worker, recs, 600))
-            rows.append(phase("flat out", 0, list(itertools.islice(source, flat)), prod, worker, recs, 900))
-            rss_mb = worker.metric("process_resident_memory_bytes") / 2**20
-            users = worker.metric("iu_users_in_state")
-            state_per_user = worker.metric("iu_state_bytes") / max(users, 1)
+        workers = [running.enter_context(WorkerProcess(e, Path(tmp) / f"worker-{k}.log")) for k, e in enumerate(envs)]
+        settle_heap()  # this process is the load: its collector's pauses would come back as bursts
+        phase("warm-up", 0, list(itertools.islice(source, 2000)), prod, workers, recs, 300)
+        for rate in rates:
+            rows.append(phase(f"offered {rate:.0f}/s", rate, list(itertools.islice(source, int(rate * seconds))),
+                              prod, workers, recs, 600))
+        rows.append(phase("flat out", 0, list(itertools.islice(source, flat)), prod, workers, recs, 900))
+        rss_mb = sum(w.metric("process_resident_memory_bytes") for w in workers) / 2**20
+        users = sum(w.metric("iu_users_in_state") for w in workers)
+        state_per_user = sum(w.metric("iu_state_bytes") for w in workers) / max(users, 1)
+        running.close()
         recs.stopping.set()
         rows.append(framework_ceiling(bootstrap, env, list(itertools.islice(source, flat)), 900))
-    return {"stack": name, "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
+    return {"stack": name, "workers": n_workers, "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
             "state_bytes_per_user": round(state_per_user),
             "ratio_to_ceiling": round(rows[-2]["events_per_s"] / rows[-1]["events_per_s"], 3)}
 
@@ -219,16 +238,42 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
     events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)
     # Each stack gets the same events, in the same order.
-    stacks = [run_stack(name, args, model, folder, endless(events)) for name in args.stacks.split(",")]
+    counts = [int(n) for n in args.workers.split(",")]
+    args.partitions = args.partitions or (6 if max(counts) > 1 else settings.partitions)
+    if max(counts) > 1 and "embedded" in args.stacks.split(","):
+        raise SystemExit("--workers above 1 needs --stacks production (milvus-lite is one process per file)")
+    stacks = [run_stack(name, args, model, folder, endless(events), n)
+              for name in args.stacks.split(",") for n in counts]
     return {"machine": f"{machine()}; model {model}", "stacks": stacks}
 
 
 def table(result: dict) -> str:
-    return "\n\n".join(stack_table(r) for r in result["stacks"])
+    tables = [stack_table(r) for r in result["stacks"]]
+    if len({r["workers"] for r in result["stacks"]}) > 1:
+        tables.append(scale_table(result["stacks"]))
+    return "\n\n".join(tables)
+
+
+def scale_table(results: list[dict]) -> str:
+    """Per stack and worker count: flat-out events/s (and as a multiple of one worker's), the
+    offered rates' p50/p99, CPU seconds per 1k events flat out."""
+    lines = ["Scale-out (flat out; offered rates as p50/p99 ms):", "",
+             "| stack | workers | flat events/s | × 1 worker | " +
+             " | ".join(r["phase"] for r in results[0]["rows"] if r["offered_per_s"]) + " | CPU s / 1k |",
+             "|---|---:|---:|---:|" + "---:|" * (sum(1 for r in results[0]["rows"] if r["offered_per_s"]) + 1)]
+    for res in results:
+        flat = next(r for r in res["rows"] if r["phase"] == "flat out")
+        base = next((r["events_per_s"] for x in results if x["stack"] == res["stack"] and x["workers"] == 1
+                     for r in x["rows"] if r["phase"] == "flat out"), flat["events_per_s"])
+        offered = " | ".join(f"{r['latency_ms_p50']}/{r['latency_ms_p99']}" for r in res["rows"] if r["offered_per_s"])
+        lines.append(f"| {res['stack']} | {res['workers']} | {flat['events_per_s']:,} | "
+                     f"{flat['events_per_s'] / base:.2f} | {offered} | {flat['cpu_s_per_1k']} |")
+    return "\n".join(lines)
 
 
 def stack_table(result: dict) -> str:
-    lines = [f"**{result['stack']}** ({STACK_NAMES[result['stack']]}):", "",
+    workers = f", {result['workers']} workers" if result["workers"] > 1 else ""
+    lines = [f"**{result['stack']}** ({STACK_NAMES[result['stack']]}{workers}):", "",
              "| phase | events | s | events/s | lists/s | p50 ms | p95 ms | p99 ms | CPU s / 1k |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -258,12 +303,17 @@ def main() -> int:
     ap.add_argument("--stacks", default="embedded", help="comma-separated, run one after the other: `embedded` "
                     "(Tansu, milvus-lite) and/or `production` (3-node Apache Kafka, a Milvus server; needs "
                     "`make kafka-jars`)")
+    ap.add_argument("--workers", default="1", help="worker counts, comma-separated (e.g. 1,2,3), each a run of its "
+                    "own in one consumer group; above 1 on the production stack only")
+    ap.add_argument("--partitions", type=int, default=0, help="IU_PARTITIONS, which bounds how many workers share "
+                    "the load; 0: IU_PARTITIONS as set (default 4), or 6 when --workers goes above 1")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--record", action="store_true", help="append a dated section to ops/bench/RESULTS.md")
     args = ap.parse_args()
     result = run(args)
     emit(result, table(result), as_json=args.json, record=args.record, title="e2e bench",
-         command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''} --stacks {args.stacks}")
+         command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''} --stacks {args.stacks} "
+                 f"--workers {args.workers}")
     return 0
 
 

@@ -10,6 +10,7 @@ last lists are withheld).
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -45,12 +46,12 @@ def wait_consumed(scene: Scene, n: int) -> None:
     scene.worker.wait_for(lambda s: s.get("events_in", 0) >= n, 120, f"{n} events consumed")
 
 
-def kill_one_broker(scene: Scene) -> None:
-    """kill -9 a node (the first; it is a controller voter too) a quarter into the replay; back 10 s later."""
-    wait_consumed(scene, N_REFERENCE // 4)
-    scene.cluster.kill(1)
-    time.sleep(10)
-    scene.cluster.restart(1)
+def broker_down(scene: Scene, node_id: int, after: int, seconds: float) -> None:
+    """kill -9 a node once `after` events are consumed; restarted on its data `seconds` later."""
+    wait_consumed(scene, after)
+    scene.cluster.kill(node_id)
+    time.sleep(seconds)
+    scene.cluster.restart(node_id)
 
 
 def rolling_restart(scene: Scene) -> None:
@@ -58,14 +59,6 @@ def rolling_restart(scene: Scene) -> None:
     wait_consumed(scene, N_REFERENCE // 10)
     for node_id in scene.cluster.nodes:
         scene.cluster.restart(node_id)
-
-
-def one_broker_down(scene: Scene) -> None:
-    """A node killed and kept down for 60 s while the producer and the worker go on."""
-    wait_consumed(scene, N_REFERENCE // 20)
-    scene.cluster.kill(3)
-    time.sleep(60)
-    scene.cluster.restart(3)
 
 
 def kill_milvus(scene: Scene) -> None:
@@ -89,9 +82,11 @@ class Fault:
 
 
 FAULTS = {
-    "kill-9-broker": Fault(kill_one_broker, 30),
+    # node 1 (a controller voter too) a quarter into the replay, back 10 s later
+    "kill-9-broker": Fault(functools.partial(broker_down, node_id=1, after=N_REFERENCE // 4, seconds=10), 30),
     "rolling-restart": Fault(rolling_restart, 60),
-    "broker-down-60s": Fault(one_broker_down, 75),
+    # node 3 down for 60 s while the producer and the worker go on
+    "broker-down-60s": Fault(functools.partial(broker_down, node_id=3, after=N_REFERENCE // 20, seconds=60), 75),
     "kill-9-milvus": Fault(kill_milvus, 60),
 }
 

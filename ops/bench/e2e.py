@@ -230,12 +230,17 @@ def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, so
             "ratio_to_ceiling": round(rows[-2]["events_per_s"] / rows[-1]["events_per_s"], 3)}
 
 
-def run(args: argparse.Namespace) -> dict:
+def data_and_model(args: argparse.Namespace) -> tuple[Settings, Path, Path]:
+    """The settings in force, ml-100k's folder and the model folder (`--model`, else IU_MODEL)."""
     settings = Settings.from_env()
-    folder = resolve("ml-100k", settings)
     model = Path(args.model) if args.model else settings.model_path
     if not (model / "model.safetensors").exists():
         raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
+    return settings, resolve("ml-100k", settings), model
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings, folder, model = data_and_model(args)
     events = sorted(read_events(folder / "events.csv"), key=lambda e: e.ts)
     # Each stack gets the same events, in the same order.
     counts = [int(n) for n in args.workers.split(",")]

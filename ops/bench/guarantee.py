@@ -23,11 +23,10 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from models.data.contract import read_events, read_items
-from ops.bench.e2e import Collector, endless, phase, stack
+from ops.bench.e2e import Collector, data_and_model, endless, phase, stack
 from ops.bench.report import emit, machine
 from streams.app import prepare_topics
 from streams.broker import free_port
-from streams.cli.datasets import resolve
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
@@ -105,11 +104,7 @@ def run_guarantee(guarantee: str, args: argparse.Namespace, model: Path, folder:
 
 
 def run(args: argparse.Namespace) -> dict:
-    settings = Settings.from_env()
-    folder = resolve("ml-100k", settings)
-    model = Path(args.model) if args.model else settings.model_path
-    if not (model / "model.safetensors").exists():
-        raise SystemExit(f"no model in {model}: train one first (iu train --dataset ml-100k)")
+    _, folder, model = data_and_model(args)
     return {"machine": f"{machine()}; model {model}",
             "runs": [run_guarantee(g, args, model, folder) for g in args.guarantees.split(",")]}
 

@@ -83,8 +83,8 @@ class Fault:
 
 FAULTS = {
     # node 1 (a controller voter too) a quarter into the replay, back 10 s later
-    "kill-9-broker": Fault(functools.partial(broker_down, node_id=1, after=N_REFERENCE // 4, seconds=10), 30),
-    "rolling-restart": Fault(rolling_restart, 60),
+    "kill-9-broker": Fault(functools.partial(broker_down, node_id=1, after=N_REFERENCE // 4, seconds=10), 20),
+    "rolling-restart": Fault(rolling_restart, 45),
     # node 3 down for 60 s while the producer and the worker go on
     "broker-down-60s": Fault(functools.partial(broker_down, node_id=3, after=N_REFERENCE // 20, seconds=60), 75),
     "kill-9-milvus": Fault(kill_milvus, 60),

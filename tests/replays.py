@@ -4,11 +4,15 @@ lost: where the missing events sit, what the changelog holds, where the worker s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from pymilvus import MilvusClient
 
 from models.data.contract import Event, read_events, read_items
 from streams.app import changelog_topic, prepare_topics
@@ -126,3 +130,35 @@ def replay(stack: Stack, model: Path, tmp: Path, name: str, events: list[Event],
     publish_catalog(prod, read_items(ML100K / "items.csv"))
     publish(prod, event_messages(events), progress=False)
     return env
+
+
+def iu(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """An `iu` command as a user runs it, `env` on top of this process's environment."""
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def embedded_defaults(model: Path, tmp: Path, **extra: str) -> dict[str, str]:
+    """A worker on embedded defaults, as `iu worker` runs without IU_KAFKA_BOOTSTRAP: on the local
+    embedded broker (here recorded under `tmp`, on a free port), milvus-lite, its own state folder."""
+    return {"IU_BROKER_DIR": str(tmp / "broker"), "IU_BROKER_PORT": str(free_port()), "IU_KAFKA_BOOTSTRAP": "",
+            "IU_MODEL": str(model), "IU_MILVUS_URI": str(tmp / "milvus.db"), "IU_WEB_PORT": str(free_port()),
+            "IU_DEVICE": "cpu", "IU_STATE_DIR": str(tmp / "faust"), **extra}
+
+
+def vector_gaps(worker: WorkerProcess, milvus_uri: str, scenarios: dict[str, set[str]],
+                since_ms: int = 0) -> dict[str, float]:
+    """Per user, how close their vectors in Milvus (rows of their `scenarios` written at `since_ms`
+    or later) come to the one their state gives now: the largest coordinate difference, least over
+    those rows (the row their last micro-batch wrote is the latest); inf where there is none."""
+    client = MilvusClient(milvus_uri)
+    client.load_collection("user_interests")
+    keys = [f"{uid}|{sc}" for uid, scs in scenarios.items() for sc in scs]
+    found = client.get("user_interests", ids=keys, output_fields=["vector", "updated_at"], consistency_level="Strong")
+    rows = {r["key"]: r["vector"] for r in found if r["updated_at"] >= since_ms}
+    gaps = dict.fromkeys(scenarios, float("inf"))
+    for uid, scs in scenarios.items():
+        for sc in (sc for sc in scs if f"{uid}|{sc}" in rows):
+            fused = worker.get(f"/users/{uid}/interest?scenario={sc}")["fused"]
+            gaps[uid] = min(gaps[uid], max(abs(a - b) for a, b in zip(rows[f"{uid}|{sc}"], fused, strict=True)))
+    return gaps

@@ -1,8 +1,6 @@
 """The embedded broker: a real Tansu process on loopback, driven with plain confluent-kafka."""
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 from streams.broker import BrokerError, EmbeddedBroker, create_topics, end_offsets_read, free_port, port_open
 from streams.reader import read
 from streams.topics import all_topics
+from tests.replays import iu
 
 
 def test_topics_are_created_with_their_partition_counts(broker):
@@ -85,35 +84,34 @@ def test_port_in_use_is_a_clear_error(broker):
 
 
 def test_iu_broker_start_status_stop_and_no_stop_under_a_client(tmp_path):
-    env = {**os.environ, "IU_SCENARIOS": "home", "IU_BROKER_DIR": str(tmp_path), "IU_BROKER_PORT": str(free_port())}
+    env = {"IU_SCENARIOS": "home", "IU_BROKER_DIR": str(tmp_path), "IU_BROKER_PORT": str(free_port())}
 
-    def iu(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams.cli", "broker", *args], capture_output=True, text=True,
-                              env=env, timeout=60)
+    def broker(*args: str) -> subprocess.CompletedProcess:
+        return iu("broker", *args, env=env, timeout=60)
 
-    started = iu("start", "--partitions", "2")
+    started = broker("start", "--partitions", "2")
     try:
         assert started.returncode == 0, started.stderr
         lines = started.stdout.strip().splitlines()
         assert "started" in lines[0] and "memory only" in lines[0], lines
         assert lines[1] == f"IU_KAFKA_BOOTSTRAP=127.0.0.1:{env['IU_BROKER_PORT']} IU_BROKER_PROFILE=tansu", lines
         bootstrap = lines[1].split()[0].split("=", 1)[1]
-        assert "running" in iu("start", "--partitions", "2").stdout  # found, not started twice
+        assert "running" in broker("start", "--partitions", "2").stdout  # found, not started twice
         assert len(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5).topics["iu.events.home"]
                    .partitions) == 2
-        status = iu("status")
+        status = broker("status")
         assert status.returncode == 0 and f"running at {bootstrap}" in status.stdout, status
         client = Consumer({"bootstrap.servers": bootstrap, "group.id": "holder"})
         client.list_topics(timeout=5)
-        refused = iu("stop")
+        refused = broker("stop")
         client.close()
         assert refused.returncode == 1 and "client connection" in refused.stderr, refused
         assert port_open("127.0.0.1", int(env["IU_BROKER_PORT"]))
         deadline = time.monotonic() + 10
-        while (stopped := iu("stop")).returncode != 0 and time.monotonic() < deadline:
+        while (stopped := broker("stop")).returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.5)  # the closed client's connection takes a moment to go
         assert stopped.returncode == 0, stopped.stderr
         assert not port_open("127.0.0.1", int(env["IU_BROKER_PORT"]))
-        assert iu("status").returncode == 3
+        assert broker("status").returncode == 3
     finally:
-        iu("stop", "--force")
+        broker("stop", "--force")

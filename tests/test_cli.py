@@ -12,11 +12,7 @@ from collections.abc import Iterator
 from streams.broker import EmbeddedBroker, free_port
 from streams.cli import build_parser
 from streams.settings import Settings
-
-
-def iu(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+from tests.replays import iu
 
 
 def test_synth_train_eval(tmp_path):

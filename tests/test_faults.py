@@ -18,14 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from pymilvus import MilvusClient
 
 from models.data.contract import Event
 from ops.kafka.cluster import KafkaCluster
 from streams.replay import event_messages, publish
 from streams.supervise import MilvusServer, WorkerProcess
 from streams.topics import RECOMMENDATIONS
-from tests.replays import N_REFERENCE, keyed_records, ml100k, replay, wait_applied
+from tests.replays import N_REFERENCE, keyed_records, ml100k, replay, vector_gaps, wait_applied
 from tests.stacks import Stack
 
 SAME = ("users", "events_applied", "interactions")  # interactions: buffers, counts and watermarks
@@ -141,19 +140,3 @@ def paced(stack: Stack, events: list[Event], seconds: float, published: list[int
             published[0] = n
     publish(stack.producer(), counted(), rate=len(events) / seconds, progress=False)
 
-
-def vector_gaps(worker: WorkerProcess, milvus_uri: str, scenarios: dict[str, set[str]]) -> dict[str, float]:
-    """Per user, how close their vectors in Milvus come to the one their state gives now (largest
-    coordinate difference, over their scenarios' rows: the row their last micro-batch wrote is the
-    latest; inf where there is none)."""
-    client = MilvusClient(milvus_uri)
-    client.load_collection("user_interests")
-    keys = [f"{uid}|{sc}" for uid, scs in scenarios.items() for sc in scs]
-    rows = {r["key"]: r["vector"] for r in client.get("user_interests", ids=keys, output_fields=["vector"],
-                                                       consistency_level="Strong")}
-    gaps = dict.fromkeys(scenarios, float("inf"))
-    for uid, scs in scenarios.items():
-        for sc in scs & {key.split("|")[1] for key in rows if key.startswith(f"{uid}|")}:
-            fused = worker.get(f"/users/{uid}/interest?scenario={sc}")["fused"]
-            gaps[uid] = min(gaps[uid], max(abs(a - b) for a, b in zip(rows[f"{uid}|{sc}"], fused, strict=True)))
-    return gaps

@@ -18,14 +18,22 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pymilvus import MilvusClient
 
 from models.data.contract import Event
-from streams.broker import free_port
 from streams.replay import event_json, event_messages, publish
 from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
-from tests.replays import ML100K, N_REFERENCE, ml100k, replay, wait_applied, worker_env
+from tests.replays import (
+    ML100K,
+    N_REFERENCE,
+    embedded_defaults,
+    iu,
+    ml100k,
+    replay,
+    vector_gaps,
+    wait_applied,
+    worker_env,
+)
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -221,18 +229,12 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         # Converged: for every user with events during the outage, one row (the scenario of their last
         # micro-batch's trigger; a batch writes one per user) was written after Milvus came back and is
         # exactly the vector their state gives now: the latest, not a stale one.
-        client = MilvusClient(milvus.uri)
-        client.load_collection("user_interests")
-        touched = {(e.user_id, e.scenario) for e in during}
-        rows = {r["key"]: r for r in client.get("user_interests", ids=[f"{u}|{sc}" for u, sc in touched],
-                                                 output_fields=["vector", "updated_at"], consistency_level="Strong")}
-        for uid in {u for u, _ in touched}:
-            gaps = [max(abs(a - b) for a, b in zip(rows[key]["vector"],
-                                                   worker.get(f"/users/{uid}/interest?scenario={sc}")["fused"],
-                                                   strict=True))
-                    for u, sc in touched if u == uid and (key := f"{u}|{sc}") in rows
-                    and rows[key]["updated_at"] >= back_ms]
-            assert gaps and min(gaps) < 1e-4, (uid, gaps)
+        touched: dict[str, set[str]] = {}
+        for e in during:
+            touched.setdefault(e.user_id, set()).add(e.scenario)
+        far = {uid: gap for uid, gap in vector_gaps(worker, milvus.uri, touched, since_ms=back_ms).items()
+               if not gap < 1e-4}
+        assert not far, f"users whose vector written since Milvus came back is not their latest: {far}"
         publish(prod, event_messages(after), progress=False)
         stats = worker.wait_for(lambda s: s.get("events_in", 0) >= len(events), 120, "events after the outage")
         assert stats["recommendations_out"] > lists_before  # lists flow again
@@ -303,10 +305,7 @@ def test_embedded_worker_killed_then_interrupted_mid_replay_ends_exact(tiny_mode
     broker) and `iu replay` paced; the worker killed -9 a quarter in, run again, stopped with Ctrl-C
     half way, run again. The broker and the replay outlive the workers, and the state ends equal to
     the uninterrupted run."""
-    env = {"IU_BROKER_DIR": str(tmp_path / "broker"), "IU_BROKER_PORT": str(free_port()),
-           "IU_KAFKA_BOOTSTRAP": "", "IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"),
-           "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu", "IU_STATE_DIR": str(tmp_path / "faust"),
-           "IU_DATA_DIR": str(ML100K.parent.resolve())}
+    env = embedded_defaults(tiny_model, tmp_path, IU_DATA_DIR=str(ML100K.parent.resolve()))
     events = ml100k(N_REFERENCE)
     worker = WorkerProcess(env, tmp_path / "first.log").start()
     publisher = subprocess.Popen([sys.executable, "-m", "streams.cli", "replay", "--limit", str(N_REFERENCE),
@@ -333,8 +332,7 @@ def test_embedded_worker_killed_then_interrupted_mid_replay_ends_exact(tiny_mode
     finally:
         if publisher.poll() is None:
             publisher.kill()
-        subprocess.run([sys.executable, "-m", "streams.cli", "broker", "stop", "--force"], env={**os.environ, **env},
-                       capture_output=True, timeout=60)
+        iu("broker", "stop", "--force", env=env)
     same = ("users", "events_applied", "interactions")
     assert {k: after[k] for k in same} == {k: reference[k] for k in same}, (after, reference)
 
@@ -342,21 +340,14 @@ def test_embedded_worker_killed_then_interrupted_mid_replay_ends_exact(tiny_mode
 def test_rocksdb_tables_built_on_another_broker_are_refused_with_what_to_do(tiny_model, tmp_path):
     """A worker's RocksDB tables from an embedded broker that has since stopped meet a new one (its
     offsets start again at 0): the worker refuses them in one line rather than stand past the ends."""
-    env = {**os.environ, "IU_BROKER_DIR": str(tmp_path / "broker"), "IU_BROKER_PORT": str(free_port()),
-           "IU_KAFKA_BOOTSTRAP": "", "IU_MODEL": str(tiny_model), "IU_MILVUS_URI": str(tmp_path / "milvus.db"),
-           "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu", "IU_STATE_DIR": str(tmp_path / "faust"),
-           "IU_STORE": "rocksdb://"}
-
-    def iu(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout)
+    env = embedded_defaults(tiny_model, tmp_path, IU_STORE="rocksdb://")
     try:
         with WorkerProcess(env, tmp_path / "first.log"):
             pass  # ready: its tables exist
-        assert iu("broker", "stop").returncode == 0
-        refused = iu("worker", timeout=180)
+        assert iu("broker", "stop", env=env).returncode == 0
+        refused = iu("worker", env=env, timeout=180)
     finally:
-        iu("broker", "stop", "--force")
+        iu("broker", "stop", "--force", env=env)
     assert refused.returncode == 1, refused.stderr[-2000:]
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "built on another broker" in lines[0] and "delete" in lines[0], lines

@@ -39,15 +39,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         raise WorkerError(f"port {settings.web_host}:{settings.web_port} is in use (is a worker running already?): "
                           "stop what holds it or set IU_WEB_PORT to a free port")
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    bootstrap = settings.kafka_bootstrap
     if settings.embedded:
         found, started = local_broker(settings).ensure()
         announce(found, started)
-        bootstrap, cluster = found.bootstrap, found.cluster_id
-    else:
-        bootstrap, cluster = settings.kafka_bootstrap, ""
+        bootstrap = found.bootstrap
     replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
     app = build_app(settings, bootstrap, load_processor(settings), replication)
-    claim_tables(settings, Path(app.conf.tabledir), cluster or cluster_id(bootstrap, 10.0) or "unknown")
+    claim_tables(settings, Path(app.conf.tabledir), cluster_id(bootstrap, 10.0) or "unknown")
     share_gil(settings.gil_switch_ms)
     metrics.GC_FROZEN.set(settle_heap())
     time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))

@@ -29,3 +29,15 @@ class ModelConfig:
     @classmethod
     def from_json(cls, d: dict) -> ModelConfig:
         return cls(**{**d, "scenarios": tuple(d["scenarios"])})
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 2020
+    sampled_negatives: int = 0  # 0 = full softmax
+    patience: int = 10  # epochs without validation NDCG@10 gain before stopping
+    text_loss_weight: float = 1.0

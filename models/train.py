@@ -23,24 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.config import ModelConfig
+from models.config import ModelConfig, TrainConfig
 from models.data.dataset import UserSeq
 from models.evaluate import evaluate
 from models.inference import InterestEncoder
 from models.multiview import MultiViewModel, gap_buckets
 from models.views import ViewLayout, closed_form, effective_ts
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 2020
-    sampled_negatives: int = 0  # 0 = full softmax
-    patience: int = 10  # epochs without validation NDCG@10 gain before stopping
-    text_loss_weight: float = 1.0
 
 
 @dataclass

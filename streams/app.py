@@ -25,44 +25,27 @@ from faust.types import TP
 
 from models.data.contract import Item
 from streams import metrics
-from streams.broker import create_topics, end_offsets_read, present_offsets
+from streams.batching import Linger
+from streams.broker import end_offsets_read, present_offsets
 from streams.continuity import Continuity, Present
 from streams.decode import Rejected, decode_item
 from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, all_topics, events_topic
+from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, TABLE, events_topic
 from streams.transport import transport
 
 log = logging.getLogger(__name__)
 
-TABLE = "user_state"
 # Tansu holds a fetch for the whole wait (streams/transport.py). 25 ms, not 10: fewer fetch round trips
 # for the consumer thread to hold the GIL through; p99 at 1,000 events/s 378-456 vs 537-818 ms in
 # alternating runs (ops/bench/RESULTS.md, 2026-12-01).
 TANSU_FETCH_WAIT_MS = 25
 GAUGE_INTERVAL_S = 2.0
+TAKE_WITHIN_S = 0.02  # Faust's take yields what came in within this; Linger adds the rest
 TANSU_SESSION_TIMEOUT_S = 2.0
 RAW = {"key_type": bytes, "value_type": bytes}  # serialized "raw": the app's default, see build_app
-
-
-def internal_topics(settings: Settings) -> dict[str, int]:
-    """Faust's own topics, created up front with the rest: with their replication factor (Faust's
-    would be 1) and, on Tansu, their partition counts (it would auto-create them with 4)."""
-    return {changelog_topic(settings): settings.partitions, f"{settings.app_id}-__assignor-__leader": 1}
-
-
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-{TABLE}-changelog"
-
-
-def prepare_topics(settings: Settings, bootstrap: str) -> int:
-    """Every topic the worker uses, Faust's own included; returns their replication factor. The
-    changelog is compacted, as Faust would create it: it keeps each user's latest state."""
-    topics = {**all_topics(settings.scenarios, settings.partitions), **internal_topics(settings)}
-    return create_topics(bootstrap, topics, settings.replication_factor,
-                         {changelog_topic(settings): {"cleanup.policy": "compact"}})
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -239,8 +222,11 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
 
     @app.agent(events)
     async def update_interests(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_ms / 1000):
+        linger = Linger(settings.batch_target, settings.batch_wait_ms / 1000, TAKE_WITHIN_S)
+        async for batch in stream.take_events(settings.batch_size, within=TAKE_WITHIN_S):
+            started = time.monotonic()
             await or_exit_uncommitted(update_batch(stream, batch))
+            await asyncio.sleep(linger.pause(len(batch), started, time.monotonic()))
 
     @app.agent(items)
     async def update_catalog(stream: faust.StreamT) -> None:

@@ -26,12 +26,10 @@ from typing import IO
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.errors import BrokerError
 from streams.replay import QUIET
 from streams.settings import Settings
-
-
-class BrokerError(RuntimeError):
-    pass
+from streams.topics import all_topics, changelog_topic, internal_topics
 
 
 def tansu_binary() -> Path:
@@ -345,3 +343,11 @@ def present_offsets(bootstrap: str, ranges: Mapping[tuple[str, int], tuple[int, 
     finally:
         c.close()
     return {tp: (reach[tp], found[tp]) for tp in ranges}
+
+
+def prepare_topics(settings: Settings, bootstrap: str) -> int:
+    """Every topic the worker uses, Faust's own included; returns their replication factor. The
+    changelog is compacted, as Faust would create it: it keeps each user's latest state."""
+    topics = {**all_topics(settings.scenarios, settings.partitions), **internal_topics(settings)}
+    return create_topics(bootstrap, topics, settings.replication_factor,
+                         {changelog_topic(settings): {"cleanup.policy": "compact"}})

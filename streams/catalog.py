@@ -17,6 +17,8 @@ from models.inference import InterestEncoder
 from models.text import embed_texts
 from streams.vectors import VectorStore
 
+START_UP_TIMEOUT_S = 300.0  # per Milvus call while the trained catalog is written at start-up
+
 
 class Catalog:
     def __init__(self, encoder: InterestEncoder, store: VectorStore, trained_ids: list[str]) -> None:
@@ -54,7 +56,9 @@ class Catalog:
         self.categories.update({i: it.categories for i, it in known.items()})
         if not ids or self.store.item_version(ids[-1]) == version:
             return 0
-        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.encoder.table[1:len(ids) + 1], version)
+        # before the worker consumes: the whole trained catalog gets the time it needs, and is persisted
+        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.encoder.table[1:len(ids) + 1], version,
+                                bulk_timeout_s=START_UP_TIMEOUT_S)
         return len(ids)
 
     def add(self, items: list[Item]) -> None:

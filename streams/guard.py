@@ -19,7 +19,8 @@ from collections import OrderedDict
 import numpy as np
 
 from streams import metrics
-from streams.vectors import UserRow, VectorStore, VectorStoreError
+from streams.errors import VectorStoreError
+from streams.vectors import UserRow, VectorStore
 
 FLUSH_CHUNK = 1024
 

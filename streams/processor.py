@@ -21,13 +21,14 @@ from models.inference import InterestEncoder, pad_windows
 from streams import metrics
 from streams.catalog import Catalog
 from streams.decode import Reason, Rejected, decode_event
+from streams.errors import VectorStoreError
 from streams.guard import StoreGuard
 from streams.rank import rerank
 from streams.settings import Settings
 from streams.state import Outcome, Step, UserState
 from streams.threads import ComputeThreads
 from streams.topics import events_topic
-from streams.vectors import UserRow, VectorStore, VectorStoreError
+from streams.vectors import UserRow, VectorStore
 
 
 @dataclass(frozen=True, slots=True)

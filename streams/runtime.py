@@ -8,9 +8,9 @@ from pathlib import Path
 from models.checkpoint import load_model
 from models.inference import InterestEncoder, best_device
 from streams.catalog import Catalog
+from streams.errors import WorkerError
 from streams.processor import Processor
 from streams.settings import Settings
-from streams.supervise import WorkerError
 from streams.vectors import VectorStore, connect
 
 
@@ -18,7 +18,7 @@ def load_processor(settings: Settings) -> Processor:
     """Raises FileNotFoundError (no trained model) or VectorStoreError (Milvus unreachable)."""
     model, meta = load_model(settings.model_path)
     encoder = InterestEncoder(model, best_device(settings.device), meta["model_version"])
-    store = VectorStore(connect(settings.milvus_target), encoder.cfg.dim)
+    store = VectorStore(connect(settings.milvus_target), encoder.cfg.dim, settings.milvus_timeout_s)
     catalog = Catalog(encoder, store, meta["item_ids"])
     items_csv = Path(meta.get("dataset", "")) / "items.csv"
     catalog.publish_trained(items_csv if items_csv.is_file() else None)

@@ -84,8 +84,12 @@ class Settings:
                                     "IU_WEB_HOST, or this machine's host name when that is a wildcard (0.0.0.0, ::)")
     web_port: int = _opt(6066, "the worker's HTTP port")
     batch_size: int = _opt(256, "most events in one micro-batch")
-    batch_wait_ms: int = _opt(20, "longest wait to fill a micro-batch: latency against CPU per event "
-                              "(see ops/bench/RESULTS.md)")
+    batch_target: int = _opt(128, "events a micro-batch waits for when the worker's own share of the load "
+                             "brings fewer: each batch pays one encoder forward, one Milvus search and one "
+                             "broker round trip, so fewer, larger batches cost less CPU per event; 0: take "
+                             "what has come in (see streams/batching.py)")
+    batch_wait_ms: int = _opt(250, "longest wait for a micro-batch to reach IU_BATCH_TARGET: the latency "
+                              "given for CPU per event (see ops/bench/RESULTS.md)")
     delivery_timeout_s: float = _opt(60.0, "longest wait for the broker to acknowledge a batch's records; past it "
                                      "the worker exits uncommitted (code 75) and is restarted")
     top_k: int = _opt(10, "recommendations per user")
@@ -123,6 +127,8 @@ class Settings:
             "compute_threads": self.compute_threads >= 0,
             "gil_switch_ms": self.gil_switch_ms > 0,
             "batch_size": self.batch_size >= 1,
+            "batch_target": 0 <= self.batch_target <= self.batch_size,
+            "batch_wait_ms": self.batch_wait_ms >= 0,
             "top_k": self.top_k >= 1,
             "quality_window": self.quality_window >= 1,
             "monitor_users": self.monitor_users >= 1,

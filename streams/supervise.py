@@ -22,11 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from streams.broker import port_open
+from streams.errors import WorkerError
 from streams.settings import PREFIX, WILDCARD_HOSTS, Settings
-
-
-class WorkerError(RuntimeError):
-    pass
 
 
 class LogFile:
@@ -88,6 +85,11 @@ class WorkerProcess(LogFile):
                 return {"http_status": e.code, **json.loads(body or b"{}")}
             except ValueError:  # Faust's own error page (a request proxied to a worker that died)
                 return {"http_status": e.code, "error": body.decode(errors="replace")[:300]}
+        except OSError as e:  # refused or reset: say so with the worker's exit code and log if it is gone
+            if self.proc is not None and self.proc.poll() is not None:
+                raise WorkerError(f"worker exited with code {self.proc.returncode} ({e}); see {self.log_path}:\n"
+                                  f"{self.tail()}") from e
+            raise
 
     def samples(self) -> list[Sample]:
         """Every sample on /metrics, parsed (a histogram's `_sum`, `_count` and buckets included)."""
@@ -232,6 +234,13 @@ class MilvusServer(LogFile):
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections and answers nothing, as a hung one does."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM to the wrapper and the server, waited for until the whole process group is gone (a

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from streams.settings import Settings
+
 ITEMS = "iu.items"
 RECOMMENDATIONS = "iu.recommendations"
 DEAD_LETTERS = "iu.events.dlq"
 DRIFT = "iu.drift"  # one JSON record per drift detection, keyed by detector
+TABLE = "user_state"  # the Faust table of user states; its changelog is TABLE's, named by Faust
 
 
 def events_topic(scenario: str) -> str:
@@ -25,3 +28,13 @@ def all_topics(scenarios: tuple[str, ...], partitions: int) -> dict[str, int]:
         DEAD_LETTERS: 1,
         DRIFT: 1,
     }
+
+
+def internal_topics(settings: Settings) -> dict[str, int]:
+    """Faust's own topics, created up front with the rest: with their replication factor (Faust's
+    would be 1) and, on Tansu, their partition counts (it would auto-create them with 4)."""
+    return {changelog_topic(settings): settings.partitions, f"{settings.app_id}-__assignor-__leader": 1}
+
+
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-{TABLE}-changelog"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
+from streams.errors import VectorStoreError
 from streams.metrics import milvus_call
 from streams.settings import MILVUS_SERVER_SCHEMES
 
@@ -32,10 +33,6 @@ ID_CHARS = 256
 # look-up of items that another worker published reads every acknowledged write (Strong, ~0.3 s
 # more on a 2.3 server). milvus-lite is strong anyway.
 SESSION, STRONG = "Session", "Strong"
-
-
-class VectorStoreError(RuntimeError):
-    pass
 
 
 def id_filter(field: str, ids: list[str]) -> str:
@@ -81,7 +78,7 @@ def connect(target: str) -> MilvusClient:
 
 
 class VectorStore:
-    def __init__(self, client: MilvusClient, dim: int, timeout_s: float = 5.0) -> None:
+    def __init__(self, client: MilvusClient, dim: int, timeout_s: float) -> None:
         self.client = client
         self.dim = dim
         self.timeout = timeout_s  # per call: pymilvus otherwise retries a dead server for minutes
@@ -128,15 +125,20 @@ class VectorStore:
         return rows[0]["model_version"] if rows else None
 
     def upsert_items(self, ids: list[str], titles: list[str], vectors: np.ndarray, model_version: str,
-                     chunk: int = 2048) -> None:
+                     chunk: int = 2048, bulk_timeout_s: float | None = None) -> None:
+        """Rows are visible to searches and strong queries once upserted. Given `bulk_timeout_s` (a
+        bulk write: the trained catalog at start-up) each call may take that long and the rows are
+        flushed, which waits seconds on a Milvus server for the segments to be sealed and persisted."""
+        timeout = bulk_timeout_s or self.timeout
         with _call("upsert_items"):
             for i in range(0, len(ids), chunk):
                 self.client.upsert(ITEMS, [
                     {"item_id": ids[j], "title": titles[j][:1024], "model_version": model_version,
                      "vector": vectors[j].astype(np.float32).tolist()}
                     for j in range(i, min(i + chunk, len(ids)))
-                ], timeout=self.timeout)
-            self.client.flush(ITEMS, timeout=self.timeout)
+                ], timeout=timeout)
+            if bulk_timeout_s:
+                self.client.flush(ITEMS, timeout=timeout)
 
     def get_items(self, ids: list[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Items other workers published: id -> (title, vector)."""

@@ -15,13 +15,12 @@ from confluent_kafka import Consumer, TopicPartition
 from pymilvus import MilvusClient
 
 from models.data.contract import Event, read_events, read_items
-from streams.app import changelog_topic, prepare_topics
-from streams.broker import free_port
+from streams.broker import free_port, prepare_topics
 from streams.replay import event_messages, publish, publish_catalog
 from streams.settings import Settings
 from streams.state import events_applied
 from streams.supervise import WorkerProcess
-from streams.topics import events_topic
+from streams.topics import changelog_topic, events_topic
 from tests.stacks import Stack
 
 ML100K = Path("var/data/ml-100k")

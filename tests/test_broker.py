@@ -7,7 +7,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import BrokerError, EmbeddedBroker, create_topics, end_offsets_read, free_port, port_open
+from streams.broker import EmbeddedBroker, create_topics, end_offsets_read, free_port, port_open
+from streams.errors import BrokerError
 from streams.reader import read
 from streams.topics import all_topics
 from tests.replays import iu

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from streams import metrics
+from streams.errors import VectorStoreError
 from streams.guard import StoreGuard
-from streams.vectors import UserRow, VectorStoreError
+from streams.runtime import load_processor
+from streams.settings import Settings
+from streams.vectors import UserRow
 
 
 class ScriptedStore:
@@ -75,3 +80,23 @@ def test_retries_back_off_doubling_up_to_the_cap(monkeypatch):
     gaps = np.diff(attempts)
     assert [round(g, 1) for g in gaps[:4]] == [1.0, 2.0, 4.0, 4.0], attempts
     assert max(gaps) <= 4.1 and len(attempts) <= 12, attempts
+
+
+def test_milvus_timeout_setting_bounds_each_call_to_a_hung_server(tiny_model, shared_milvus):
+    """IU_MILVUS_TIMEOUT_S reaches the worker's vector store: against a Milvus server that holds its
+    connections and answers nothing (SIGSTOP), a search gives up after about that long and the store
+    counts as down."""
+    settings = Settings.from_env({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": shared_milvus.uri,
+                                  "IU_MILVUS_TIMEOUT_S": "1"})
+    processor = load_processor(settings)
+    query = np.ones((1, processor.encoder.cfg.dim), np.float32)
+    assert processor.vectors.search_items(query, 5) is not None
+    shared_milvus.pause()
+    try:
+        started = time.monotonic()
+        assert processor.vectors.search_items(query, 5) is None
+        waited = time.monotonic() - started
+    finally:
+        shared_milvus.resume()
+    assert not processor.vectors.up
+    assert 0.9 < waited < 3.0, f"a call to a hung server took {waited:.1f} s with IU_MILVUS_TIMEOUT_S=1"

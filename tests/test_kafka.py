@@ -13,13 +13,13 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streams.app import GAUGE_INTERVAL_S, changelog_topic, internal_topics, prepare_topics
-from streams.broker import present_offsets
+from streams.app import GAUGE_INTERVAL_S
+from streams.broker import prepare_topics, present_offsets
 from streams.continuity import IDLE_S, STALL_S
 from streams.replay import event_json
 from streams.settings import Settings
 from streams.supervise import WorkerProcess
-from streams.topics import all_topics, events_topic
+from streams.topics import all_topics, changelog_topic, events_topic, internal_topics
 from tests.replays import ml100k, replay, wait_applied
 
 TRANSACTION = 50

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from models.checkpoint import load_model, save_model, state_equal
-from models.config import ModelConfig
+from models.config import ModelConfig, TrainConfig
 from models.data.dataset import UserSeq, leave_one_out
 from models.evaluate import evaluate
 from models.inference import InterestEncoder, pad_windows
 from models.multiview import MultiViewModel
 from models.text import embed_texts
-from models.train import TrainConfig, _ce, train
+from models.train import _ce, train
 from models.views import ViewState
 
 

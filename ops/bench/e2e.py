@@ -33,8 +33,7 @@ from models.data.contract import Event, read_events, read_items
 from ops.bench import ceiling
 from ops.bench.report import emit, machine
 from ops.kafka.cluster import KafkaCluster
-from streams.app import prepare_topics
-from streams.broker import EmbeddedBroker, create_topics, free_port
+from streams.broker import EmbeddedBroker, create_topics, free_port, prepare_topics
 from streams.cli.datasets import resolve
 from streams.heap import settle_heap
 from streams.metrics import STAGES
@@ -144,6 +143,14 @@ def phase(name: str, rate: float, events: list[Event], prod, workers: list[Worke
             "stage_ms": stage_means(stages0, stage_totals(workers))}
 
 
+def idle_cpu(workers: list[WorkerProcess], seconds: float) -> float:
+    """CPU seconds per second that each worker spends with nothing to consume (timers, heartbeats,
+    fetch polls): the part of CPU per event that grows with the worker count, not with the load."""
+    cpu0 = cpu_of(workers)
+    time.sleep(seconds)
+    return round((cpu_of(workers) - cpu0) / seconds / len(workers), 4)
+
+
 def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float) -> dict:
     settings = Settings.from_env(env)
     create_topics(bootstrap, {**{t: settings.partitions for t in ceiling.SOURCES}, ceiling.SINK: settings.partitions,
@@ -194,9 +201,11 @@ def stack(name: str, tmp: Path) -> Iterator[dict[str, str]]:
 
 
 def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, source: Iterator[Event],
-              n_workers: int = 1) -> dict:
+              n_workers: int = 1, batch_target: int | None = None) -> dict:
     """One stack, fresh, with `n_workers` workers in one consumer group (more than one: each its own
-    state folder and HTTP port, all on the stack's Milvus server, IU_PARTITIONS partitions)."""
+    state folder and HTTP port, all on the stack's Milvus server, IU_PARTITIONS partitions), and
+    IU_BATCH_TARGET as given (None: as set)."""
+    target = Settings.from_env().batch_target if batch_target is None else batch_target
     rates = [float(r) for r in args.rates.split(",")]
     seconds = 10 if args.quick else args.seconds
     flat = 15_000 if args.quick else args.flat_events
@@ -204,7 +213,7 @@ def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, so
     with tempfile.TemporaryDirectory(prefix="iu-bench-e2e-") as tmp, stack(name, Path(tmp)) as where, \
             ExitStack() as running:
         envs = [{**where, "IU_MODEL": str(model), "IU_STATE_DIR": f"{tmp}/faust-{k}", "IU_WEB_PORT": str(free_port()),
-                 "IU_PARTITIONS": str(args.partitions)} for k in range(n_workers)]
+                 "IU_PARTITIONS": str(args.partitions), "IU_BATCH_TARGET": str(target)} for k in range(n_workers)]
         env = envs[0]
         bootstrap = where["IU_KAFKA_BOOTSTRAP"]
         prepare_topics(Settings.from_env(env), bootstrap)
@@ -215,6 +224,7 @@ def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, so
         workers = [running.enter_context(WorkerProcess(e, Path(tmp) / f"worker-{k}.log")) for k, e in enumerate(envs)]
         settle_heap()  # this process is the load: its collector's pauses would come back as bursts
         phase("warm-up", 0, list(itertools.islice(source, 2000)), prod, workers, recs, 300)
+        idle = idle_cpu(workers, 10)
         for rate in rates:
             rows.append(phase(f"offered {rate:.0f}/s", rate, list(itertools.islice(source, int(rate * seconds))),
                               prod, workers, recs, 600))
@@ -225,7 +235,8 @@ def run_stack(name: str, args: argparse.Namespace, model: Path, folder: Path, so
         running.close()
         recs.stopping.set()
         rows.append(framework_ceiling(bootstrap, env, list(itertools.islice(source, flat)), 900))
-    return {"stack": name, "workers": n_workers, "rows": rows, "rss_mb": round(rss_mb), "users": int(users),
+    return {"stack": name, "workers": n_workers, "batch_target": target, "rows": rows, "idle_cpu_per_worker": idle,
+            "rss_mb": round(rss_mb), "users": int(users),
             "state_bytes_per_user": round(state_per_user),
             "ratio_to_ceiling": round(rows[-2]["events_per_s"] / rows[-1]["events_per_s"], 3)}
 
@@ -247,37 +258,44 @@ def run(args: argparse.Namespace) -> dict:
     args.partitions = args.partitions or (6 if max(counts) > 1 else settings.partitions)
     if max(counts) > 1 and "embedded" in args.stacks.split(","):
         raise SystemExit("--workers above 1 needs --stacks production (milvus-lite is one process per file)")
-    stacks = [run_stack(name, args, model, folder, endless(events), n)
-              for name in args.stacks.split(",") for n in counts]
+    targets = [int(t) for t in args.batch_targets.split(",")] if args.batch_targets else [None]
+    stacks = [run_stack(name, args, model, folder, endless(events), n, target)
+              for name in args.stacks.split(",") for target in targets for n in counts]
     return {"machine": f"{machine()}; model {model}", "stacks": stacks}
 
 
 def table(result: dict) -> str:
     tables = [stack_table(r) for r in result["stacks"]]
-    if len({r["workers"] for r in result["stacks"]}) > 1:
+    if len({(r["workers"], r["batch_target"]) for r in result["stacks"]}) > 1:
         tables.append(scale_table(result["stacks"]))
     return "\n\n".join(tables)
 
 
 def scale_table(results: list[dict]) -> str:
-    """Per stack and worker count: flat-out events/s (and as a multiple of one worker's), the
-    offered rates' p50/p99, CPU seconds per 1k events flat out."""
-    lines = ["Scale-out (flat out; offered rates as p50/p99 ms):", "",
-             "| stack | workers | flat events/s | × 1 worker | " +
-             " | ".join(r["phase"] for r in results[0]["rows"] if r["offered_per_s"]) + " | CPU s / 1k |",
-             "|---|---:|---:|---:|" + "---:|" * (sum(1 for r in results[0]["rows"] if r["offered_per_s"]) + 1)]
+    """Per stack and worker count: flat-out events/s (and as a multiple of one worker's), each
+    offered rate's p50/p99 ms, events per micro-batch and CPU seconds per 1k events, and each
+    worker's CPU while idle."""
+    loads = [r["phase"] for r in results[0]["rows"] if r["offered_per_s"]] + ["flat out"]
+    lines = ["Scale-out (offered rates as p50/p99 ms; per load: events per batch, CPU s per 1k events):", "",
+             "| stack | batch target | workers | flat events/s | × 1 worker | " + " | ".join(loads[:-1]) + " | " +
+             " | ".join(f"{p}: batch, CPU s/1k" for p in loads) + " | idle CPU per worker |",
+             "|---|---:|---:|---:|---:|" + "---:|" * (2 * len(loads))]
     for res in results:
-        flat = next(r for r in res["rows"] if r["phase"] == "flat out")
+        rows = {r["phase"]: r for r in res["rows"]}
+        flat = rows["flat out"]
         base = next((r["events_per_s"] for x in results if x["stack"] == res["stack"] and x["workers"] == 1
-                     for r in x["rows"] if r["phase"] == "flat out"), flat["events_per_s"])
-        offered = " | ".join(f"{r['latency_ms_p50']}/{r['latency_ms_p99']}" for r in res["rows"] if r["offered_per_s"])
-        lines.append(f"| {res['stack']} | {res['workers']} | {flat['events_per_s']:,} | "
-                     f"{flat['events_per_s'] / base:.2f} | {offered} | {flat['cpu_s_per_1k']} |")
+                     and x["batch_target"] == res["batch_target"] for r in x["rows"] if r["phase"] == "flat out"),
+                    flat["events_per_s"])
+        latency = " | ".join(f"{rows[p]['latency_ms_p50']}/{rows[p]['latency_ms_p99']}" for p in loads[:-1])
+        cpu = " | ".join(f"{rows[p]['stage_ms'].get('batch', '-')}, {rows[p]['cpu_s_per_1k']}" for p in loads)
+        lines.append(f"| {res['stack']} | {res['batch_target']} | {res['workers']} | {flat['events_per_s']:,} | "
+                     f"{flat['events_per_s'] / base:.2f} | {latency} | {cpu} | {res['idle_cpu_per_worker']:.1%} |")
     return "\n".join(lines)
 
 
 def stack_table(result: dict) -> str:
     workers = f", {result['workers']} workers" if result["workers"] > 1 else ""
+    workers += f", IU_BATCH_TARGET={result['batch_target']}"
     lines = [f"**{result['stack']}** ({STACK_NAMES[result['stack']]}{workers}):", "",
              "| phase | events | s | events/s | lists/s | p50 ms | p95 ms | p99 ms | CPU s / 1k |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -310,6 +328,8 @@ def main() -> int:
                     "`make kafka-jars`)")
     ap.add_argument("--workers", default="1", help="worker counts, comma-separated (e.g. 1,2,3), each a run of its "
                     "own in one consumer group; above 1 on the production stack only")
+    ap.add_argument("--batch-targets", default="", help="IU_BATCH_TARGET values, comma-separated (e.g. 0,128), "
+                    "each a run of its own for every worker count; empty: IU_BATCH_TARGET as set")
     ap.add_argument("--partitions", type=int, default=0, help="IU_PARTITIONS, which bounds how many workers share "
                     "the load; 0: IU_PARTITIONS as set (default 4), or 6 when --workers goes above 1")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -318,7 +338,7 @@ def main() -> int:
     result = run(args)
     emit(result, table(result), as_json=args.json, record=args.record, title="e2e bench",
          command=f"python -m ops.bench.e2e{' --quick' if args.quick else ''} --stacks {args.stacks} "
-                 f"--workers {args.workers}")
+                 f"--workers {args.workers}" + (f" --batch-targets {args.batch_targets}" if args.batch_targets else ""))
     return 0
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 from models.data.contract import read_events, read_items
 from ops.bench.e2e import Collector, data_and_model, endless, phase, stack
 from ops.bench.report import emit, machine
-from streams.app import prepare_topics
-from streams.broker import free_port
+from streams.broker import free_port, prepare_topics
 from streams.reader import read
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings

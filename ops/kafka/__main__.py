@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ops.kafka.cluster import CACHE, KafkaCluster, fetch, kafka_version
-from streams.broker import BrokerError
+from streams.errors import BrokerError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import BrokerError, free_port
+from streams.broker import free_port
+from streams.errors import BrokerError
 from streams.supervise import LogFile
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from streams.broker import MEMORY_ONLY, BrokerError, Recorded, create_topics, local_broker
+from streams.broker import MEMORY_ONLY, Recorded, create_topics, local_broker
+from streams.errors import BrokerError
 from streams.settings import Settings
 from streams.topics import all_topics
 

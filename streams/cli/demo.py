@@ -23,15 +23,15 @@ from rich.console import Console
 from rich.live import Live
 
 from models.data.contract import Event, read_events, read_items
-from streams.app import prepare_topics
-from streams.broker import broker_for, free_port, port_open
+from streams.broker import broker_for, free_port, port_open, prepare_topics
 from streams.cli.dashboard import Snapshot, live_panel, shift_table
 from streams.cli.datasets import resolve
+from streams.errors import WorkerError
 from streams.heap import settle_heap
 from streams.recwatch import RecommendationWatcher
 from streams.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
-from streams.supervise import WorkerError, WorkerProcess
+from streams.supervise import WorkerProcess
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:

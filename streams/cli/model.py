@@ -6,13 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models.checkpoint import load_model, save_model
-from models.config import ModelConfig
-from models.data.dataset import leave_one_out, load
-from models.evaluate import evaluate
-from models.inference import InterestEncoder, best_device
-from models.text import cached_embeddings
-from models.train import TrainConfig, train
+from models.config import ModelConfig, TrainConfig
 from streams.cli.datasets import resolve
 from streams.settings import Settings
 
@@ -62,6 +56,12 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.checkpoint import save_model
+    from models.data.dataset import leave_one_out, load
+    from models.inference import best_device
+    from models.text import cached_embeddings
+    from models.train import train
+
     folder = resolve(args.dataset, settings)
     data = load(folder, settings.scenarios)
     tr, va, _ = leave_one_out(data)
@@ -83,6 +83,11 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from models.checkpoint import load_model
+    from models.data.dataset import leave_one_out, load
+    from models.evaluate import evaluate
+    from models.inference import InterestEncoder, best_device
+
     model, meta = load_model(args.model)
     data = load(resolve(args.dataset, settings), model.cfg.scenarios, meta["item_ids"])
     tr, va, te = leave_one_out(data)

@@ -10,9 +10,9 @@ import urllib.parse
 import urllib.request
 
 from streams.broker import configured_bootstrap
+from streams.errors import WorkerError
 from streams.reader import read
 from streams.settings import Settings
-from streams.supervise import WorkerError
 from streams.topics import RECOMMENDATIONS
 
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams import metrics
-from streams.app import build_app, prepare_topics
-from streams.broker import cluster_id, local_broker, port_open
+from streams.broker import cluster_id, local_broker, port_open, prepare_topics
 from streams.cli.broker import announce
+from streams.errors import WorkerError
 from streams.heap import settle_heap, time_collections
-from streams.runtime import claim_tables, load_processor
 from streams.settings import Settings
-from streams.supervise import WorkerError
-from streams.threads import share_gil
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -33,7 +29,12 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from faust.worker import Worker  # faust's import is slow; only this command needs it
+    from faust.worker import Worker
+
+    from streams import metrics
+    from streams.app import build_app
+    from streams.runtime import claim_tables, load_processor
+    from streams.threads import share_gil
 
     if port_open(settings.web_host, settings.web_port):
         raise WorkerError(f"port {settings.web_host}:{settings.web_port} is in use (is a worker running already?): "

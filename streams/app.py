@@ -23,17 +23,16 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from models.data.contract import Item
 from streams import metrics
 from streams.batching import Linger
 from streams.broker import end_offsets_read, present_offsets
 from streams.continuity import Continuity, Present
-from streams.decode import Rejected, decode_item
+from streams.decode import CatalogRecord, Rejected, decode_item
 from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, TABLE, events_topic
+from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, TABLE, events_topic, partition_of
 from streams.transport import transport
 
 log = logging.getLogger(__name__)
@@ -106,12 +105,16 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
         web_port=settings.web_port,
         key_serializer="raw",  # topics and table alike: state values are our own compact bytes
         value_serializer="raw",
+        # the documented API only: Faust's /router and /table views would serve raw state to anyone
+        web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
         **broker_options(settings),
     )
     continuity = Continuity()  # next offset to process per partition: also the lag gauge's baseline
     consumed = {*processor.topic_index, ITEMS}  # the agents' topics (Faust also assigns its leader topic)
     tune_transport(app, settings, continuity, consumed)
     events = app.topic(*(events_topic(s) for s in settings.scenarios), **RAW)
+    event_topics = {events_topic(s): app.topic(events_topic(s), partitions=settings.partitions, **RAW)
+                    for s in settings.scenarios}  # to send a misrouted event again
     items = app.topic(ITEMS, **RAW)
     recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)
     dead_letters = app.topic(DEAD_LETTERS, partitions=1, **RAW)
@@ -173,22 +176,41 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
     async def dead_letter(letters: list[DeadLetter]) -> list[Awaitable[object]]:
         sent = []
         for d in letters:
-            sent.append(await dead_letters.send(key=d.record.key, value=d.record.value, headers=d.headers()))
+            sent.append(await dead_letters.send(key=d.key, value=d.value, headers=d.headers()))
             metrics.DEAD_LETTERS.labels(d.reason.value).inc()
         return sent
 
+    async def reroute(records: list[Record]) -> tuple[list[Record], list[Awaitable[object]]]:
+        """Events on another partition than their key's (a producer not on the murmur2 partitioner)
+        would split a user's state across partitions and workers: each is produced again to its
+        key's partition, where its owner applies it, and counted. Returns the others."""
+        own, sent = [], []
+        for r in records:
+            right = partition_of(r.key, settings.partitions) if r.key else r.partition  # no key: dead-lettered
+            if right == r.partition:
+                own.append(r)
+                continue
+            sent.append(await event_topics[r.topic].send(key=r.key, value=r.value, partition=right,
+                                                         headers=[("iu.rerouted_from", f"{r.partition}:{r.offset}"
+                                                                   .encode())]))
+            metrics.MISROUTED.labels(r.topic).inc()
+        return own, sent
+
     async def update_batch(stream: faust.StreamT, batch: Sequence[faust.types.EventT]) -> None:
-        records = await admitted(batch)
-        if not records:
+        consumed = await admitted(batch)
+        if not consumed:
             return
+        records, sent = await reroute(consumed)
         stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
         result = await offload(processor.process, records, stored)
-        sent: list[Awaitable[object]] = []
         with metrics.stage("table"):
             # The RocksDB store files a write under the partition of the event being processed,
             # which a batch does not have: each user's write runs as that user's last event.
             # Store and changelog are written apart (what `table[key] = raw` does) to keep the send.
-            last, current = {e.message.key: e for e in batch}, stream.current_event
+            applied = {(r.topic, r.partition, r.offset) for r in records}
+            last = {e.message.key: e for e in batch if (e.message.topic, e.message.partition, e.message.offset)
+                    in applied}
+            current = stream.current_event
             for uid, raw in result.states.items():
                 key = uid.encode()
                 stream._set_current_event(last[key])  # private: Faust has no public setter
@@ -205,20 +227,23 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
                 sent.append(await drift.send(key=d.detector.encode(), value=json.dumps(d.as_dict()).encode()))
         with metrics.stage("deliver"):
             await delivered(sent, settings.delivery_timeout_s)
-        continuity.processed(records, time.monotonic())
-        stats.counts.update({"events_in": len(records), "recommendations_out": len(result.recommendations),
-                             "withheld": result.withheld, "batches": 1, **result.outcomes})
+        continuity.processed(consumed, time.monotonic())
+        stats.counts.update({"events_in": len(consumed), "recommendations_out": len(result.recommendations),
+                             "withheld": result.withheld, "batches": 1, "misrouted": len(consumed) - len(records),
+                             **result.outcomes})
 
     async def update_items(batch: Sequence[faust.types.EventT]) -> None:
         records = await admitted(batch)
         decoded = [(r, decode_item(r.value)) for r in records]
-        good = [it for _, it in decoded if isinstance(it, Item)]
+        good = [it for _, it in decoded if isinstance(it, CatalogRecord)]
         if good:
-            await offload(processor.catalog.add, good)
+            await offload(processor.catalog.add, [it.item for it in good])
         rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
         await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
         continuity.processed(records, time.monotonic())
-        stats.counts.update({"items_in": len(records), "items_applied": len(good)})
+        clipped = sum(it.clipped for it in good)
+        metrics.TITLES_CLIPPED.inc(clipped)
+        stats.counts.update({"items_in": len(records), "items_applied": len(good), "titles_clipped": clipped})
 
     @app.agent(events)
     async def update_interests(stream: faust.StreamT) -> None:

@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from models.data.contract import ACTIONS, Event, Item
+from models.data.contract import ACTIONS, MAX_ID_BYTES, MAX_TITLE_BYTES, Event, Item, clip_utf8
 
-MAX_ID_CHARS = 256
 MAX_FUTURE_MS = 86_400_000  # a day of clock skew is tolerated; beyond it the timestamp is wrong
 
 
@@ -47,8 +46,8 @@ def _ident(obj: dict, name: str) -> str | Rejected:
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         return Rejected(Reason.WRONG_TYPE, f"{name} must be a string, got {type(v).__name__}")
     s = str(v)
-    if not s or len(s) > MAX_ID_CHARS or not s.isprintable():
-        return Rejected(Reason.BAD_VALUE, f"{name} must be 1..{MAX_ID_CHARS} printable characters")
+    if not s or not s.isprintable() or len(s.encode()) > MAX_ID_BYTES:  # printable: no lone surrogates
+        return Rejected(Reason.BAD_VALUE, f"{name} must be printable characters, 1..{MAX_ID_BYTES} bytes in UTF-8")
     return s
 
 
@@ -67,7 +66,22 @@ def _object(raw: bytes) -> dict | Rejected:
     return obj
 
 
-def decode_item(raw: bytes) -> Item | Rejected:
+@dataclass(frozen=True, slots=True)
+class CatalogRecord:
+    item: Item
+    clipped: bool  # the title was longer than MAX_TITLE_BYTES and was cut
+
+
+def _text(s: str) -> bool:
+    """Encodable as UTF-8 (JSON's \\ud800 escapes decode to lone surrogates, which are not)."""
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def decode_item(raw: bytes) -> CatalogRecord | Rejected:
     """A catalog record: item_id, title, optional categories (a list of strings)."""
     obj = _object(raw)
     if isinstance(obj, Rejected):
@@ -81,7 +95,11 @@ def decode_item(raw: bytes) -> Item | Rejected:
     cats = obj.get("categories", [])
     if not isinstance(obj["title"], str) or not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
         return Rejected(Reason.WRONG_TYPE, "title must be a string and categories a list of strings")
-    return Item(item_id, obj["title"][:1024], tuple(c[:100] for c in cats[:50]))
+    cats = cats[:50]
+    if not all(map(_text, [obj["title"], *cats])):
+        return Rejected(Reason.BAD_VALUE, "title and categories must be Unicode text (no lone surrogates)")
+    title = clip_utf8(obj["title"], MAX_TITLE_BYTES)
+    return CatalogRecord(Item(item_id, title, tuple(c[:100] for c in cats)), clipped=title != obj["title"])
 
 
 def decode_event(

@@ -38,6 +38,10 @@ REFETCH_REASONS = ("gap", "stall")  # see streams/continuity.py
 EVENTS = Counter("iu_events_consumed_total", "Events consumed, by scenario (topic), action and outcome; "
                  "outcome dead_letter has action 'invalid'", ["scenario", "action", "outcome"])
 DEAD_LETTERS = Counter("iu_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+MISROUTED = Counter("iu_events_misrouted_total", "Events found on another partition than their key's murmur2 "
+                    "partition (a producer on another partitioner), produced again to the right one", ["topic"])
+TITLES_CLIPPED = Counter("iu_catalog_titles_clipped_total", "Catalog titles cut to their byte limit (applied, "
+                         "not dead-lettered)")
 RECOMMENDATIONS = Counter("iu_recommendations_emitted_total", "Recommendation lists emitted, by scenario",
                           ["scenario"])
 END_TO_END = Histogram("iu_end_to_end_latency_seconds", "From the event's Kafka record timestamp (when the "

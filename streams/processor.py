@@ -7,6 +7,7 @@ batch size, it costs one encoder forward pass, one user-vector upsert and one AN
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -43,17 +44,37 @@ class Record:
     timestamp_ms: int
 
 
+# A dead letter must fit in one produce request (Faust's producer sends at most 1,000,000 bytes, a
+# broker's default limit is about 1 MiB): a record near the limit is kept cut, with its size and hash.
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_VALUE_BYTES = 512 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: Record
     reason: Reason
     detail: str
 
+    @property
+    def key(self) -> bytes | None:
+        return None if self.record.key is None else self.record.key[:DEAD_LETTER_KEY_BYTES]
+
+    @property
+    def value(self) -> bytes:
+        return self.record.value[:DEAD_LETTER_VALUE_BYTES]
+
     def headers(self) -> list[tuple[str, bytes]]:
+        """Why and where from; for a record cut to fit, its whole size and SHA-256 (key and value)."""
         r = self.record
+        cut: list[tuple[str, bytes]] = []
+        for part, data, kept in (("key", r.key or b"", self.key or b""), ("value", r.value, self.value)):
+            if len(data) > len(kept):
+                cut += [(f"iu.original_{part}_size", str(len(data)).encode()),
+                        (f"iu.original_{part}_sha256", hashlib.sha256(data).hexdigest().encode())]
         return [("iu.reason", self.reason.value.encode()), ("iu.detail", self.detail.encode()),
                 ("iu.topic", r.topic.encode()), ("iu.partition", str(r.partition).encode()),
-                ("iu.offset", str(r.offset).encode())]
+                ("iu.offset", str(r.offset).encode()), *cut]
 
 
 @dataclass(frozen=True, slots=True)

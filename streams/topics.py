@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from aiokafka.partitioner import murmur2
+
 from streams.settings import Settings
 
 ITEMS = "iu.items"
@@ -38,3 +40,10 @@ def internal_topics(settings: Settings) -> dict[str, int]:
 
 def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-{TABLE}-changelog"
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in Java and in librdkafka's
+    `murmur2_random`) gives `key`: where producers must put a user's events, and where Faust
+    writes the user's state changelog."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
+from models.data.contract import MAX_ID_BYTES, MAX_TITLE_BYTES, clip_utf8
 from streams.errors import VectorStoreError
 from streams.metrics import milvus_call
 from streams.settings import MILVUS_SERVER_SCHEMES
@@ -25,7 +26,6 @@ from streams.settings import MILVUS_SERVER_SCHEMES
 ITEMS, USERS = "items", "user_interests"
 INDEX = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 SEARCH_PARAMS = {"metric_type": "IP", "params": {"ef": 128}}
-ID_CHARS = 256
 
 
 # A Milvus server's default read serves a snapshot up to seconds old, which may lack what was just
@@ -87,16 +87,16 @@ class VectorStore:
 
     def _item_schema(self) -> CollectionSchema:
         s = self.client.create_schema(auto_id=False)
-        s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=ID_CHARS)
-        s.add_field("title", DataType.VARCHAR, max_length=1024)
+        s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+        s.add_field("title", DataType.VARCHAR, max_length=MAX_TITLE_BYTES)
         s.add_field("model_version", DataType.VARCHAR, max_length=128)
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         return s
 
     def _user_schema(self) -> CollectionSchema:
         s = self.client.create_schema(auto_id=False)
-        s.add_field("key", DataType.VARCHAR, is_primary=True, max_length=2 * ID_CHARS)
-        s.add_field("user_id", DataType.VARCHAR, max_length=ID_CHARS)
+        s.add_field("key", DataType.VARCHAR, is_primary=True, max_length=2 * MAX_ID_BYTES)
+        s.add_field("user_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
         s.add_field("scenario", DataType.VARCHAR, max_length=64)
         s.add_field("updated_at", DataType.INT64)
         s.add_field("model_version", DataType.VARCHAR, max_length=128)
@@ -133,7 +133,7 @@ class VectorStore:
         with _call("upsert_items"):
             for i in range(0, len(ids), chunk):
                 self.client.upsert(ITEMS, [
-                    {"item_id": ids[j], "title": titles[j][:1024], "model_version": model_version,
+                    {"item_id": ids[j], "title": clip_utf8(titles[j], MAX_TITLE_BYTES), "model_version": model_version,
                      "vector": vectors[j].astype(np.float32).tolist()}
                     for j in range(i, min(i + chunk, len(ids)))
                 ], timeout=timeout)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.data.contract import Event, Item
-from streams.decode import Reason, Rejected, decode_event, decode_item
+from models.data.contract import MAX_ID_BYTES, MAX_TITLE_BYTES, Event, Item
+from streams.decode import CatalogRecord, Reason, Rejected, decode_event, decode_item
 
 SCENS = ("home", "search", "video")
 NOW = 1_800_000_000_000
@@ -66,6 +66,9 @@ def test_nan_timestamp_is_rejected():
         ({"title": "x"}, Reason.MISSING_FIELD),
         ({"item_id": "i", "title": 3}, Reason.WRONG_TYPE),
         ({"item_id": "i", "title": "t", "categories": "Drama"}, Reason.WRONG_TYPE),
+        ({"item_id": "電" * 90, "title": "t"}, Reason.BAD_VALUE),  # 90 characters, 270 bytes
+        ({"item_id": "i", "title": "bad \ud800 half"}, Reason.BAD_VALUE),  # a lone surrogate: not UTF-8
+        ({"item_id": "i", "title": "t", "categories": ["\udfff"]}, Reason.BAD_VALUE),
     ],
 )
 def test_bad_catalog_records_are_rejected_with_a_reason(obj, reason):
@@ -75,7 +78,24 @@ def test_bad_catalog_records_are_rejected_with_a_reason(obj, reason):
 
 def test_catalog_record_decodes():
     raw = json.dumps({"item_id": 7, "title": "Heat (1995)", "categories": ["Action", "Crime"]}).encode()
-    assert decode_item(raw) == Item("7", "Heat (1995)", ("Action", "Crime"))
+    assert decode_item(raw) == CatalogRecord(Item("7", "Heat (1995)", ("Action", "Crime")), clipped=False)
+
+
+@pytest.mark.parametrize("char", ["a", "ü", "電", "🎬"])  # 1, 2, 3 and 4 bytes in UTF-8
+def test_long_titles_are_clipped_to_their_byte_limit_at_a_character_boundary(char):
+    title = char * 2000
+    got = decode_item(json.dumps({"item_id": "i", "title": title}).encode())
+    assert isinstance(got, CatalogRecord) and got.clipped
+    size = len(got.item.title.encode())
+    assert MAX_TITLE_BYTES - len(char.encode()) < size <= MAX_TITLE_BYTES
+    assert title.startswith(got.item.title)
+
+
+def test_ids_are_limited_in_bytes_not_characters():
+    fits, over = "電" * (MAX_ID_BYTES // 3), "電" * (MAX_ID_BYTES // 3 + 1)
+    assert dec({**GOOD, "user_id": fits}).user_id == fits
+    assert dec({**GOOD, "user_id": over}).reason == Reason.BAD_VALUE
+    assert dec({**GOOD, "item_id": over}).reason == Reason.BAD_VALUE
 
 
 json_values = st.recursive(

@@ -6,6 +6,7 @@ state's watermarks) are the same in the reference run and in a run that crashes,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from models.data.contract import Event
+from streams.processor import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_VALUE_BYTES
 from streams.replay import event_json, event_messages, publish
 from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
@@ -112,6 +114,8 @@ def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, sta
                             if k % 7 == 0 else json.loads(event_json(e))).encode())
                 for k, e in enumerate(valid)]
     bad = bad_records(rng, 3000, users)
+    # near the produce limits: a dead letter of either as it came would not fit in one request
+    bad += [(b"u1", b'{"junk": "' + b"x" * 990_000 + b'"}'), (b"k" * 200_000, b"{}")]
     for key, value in bad:  # interleaved; valid events keep their order
         messages.insert(rng.randrange(len(messages) + 1), (events_topic(rng.choice(("home", "search", "video"))),
                                                            key, value))
@@ -135,7 +139,14 @@ def test_bad_input_is_dead_lettered_valid_and_late_input_applied(tiny_model, sta
     dlq = consume_all(stack.bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(bad), timeout=120)
     assert len(dlq) == len(bad)
     assert Counter(dict(m.headers())["iu.reason"].decode() for m in dlq) == Counter(dead)
-    assert Counter(m.value() for m in dlq) == Counter(v for _, v in bad)
+    assert Counter(m.value() for m in dlq) == Counter(v[:DEAD_LETTER_VALUE_BYTES] for _, v in bad)
+    cut = sorted((h["iu.original_value_size"], h["iu.original_value_sha256"]) for m in dlq
+                 if "iu.original_value_size" in (h := {k: v.decode() for k, v in m.headers()}))
+    assert cut == sorted((str(len(v)), hashlib.sha256(v).hexdigest()) for _, v in bad
+                         if len(v) > DEAD_LETTER_VALUE_BYTES)
+    [long_key] = [m for m in dlq if "iu.original_key_size" in dict(m.headers())]
+    assert len(long_key.key()) == DEAD_LETTER_KEY_BYTES
+    assert dict(long_key.headers())["iu.original_key_size"] == b"200000"
     print("dead letters by reason:", dict(sorted(dead.items())))
 
 

@@ -13,17 +13,19 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from confluent_kafka import Producer
 
-from models.data.contract import Event, Item, read_events, read_items
+from models.data.contract import MAX_TITLE_BYTES, Event, Item, read_events, read_items
 from streams.broker import free_port
 from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.settings import Settings
 from streams.state import event_hash
 from streams.supervise import WorkerProcess
-from streams.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic
+from streams.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic, partition_of
+from tests.replays import keyed_records, ml100k, replay, wait_applied
 
 ML100K = Path("var/data/ml-100k")
 N_EVENTS = 3000
@@ -54,7 +56,7 @@ def test_events_state_recommendations_dead_letters_and_restart(tiny_model, stack
         prod = producer(bootstrap)
         publish_catalog(prod, read_items(ML100K / "items.csv"))
         publish(prod, event_messages(events), progress=False)
-        raw = Producer({"bootstrap.servers": bootstrap})
+        raw = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
         for key, value, _ in BAD:
             raw.produce(events_topic("home"), key=key, value=value)
         raw.flush(10)
@@ -138,19 +140,60 @@ TRICKY_IDS = ['say "hi"', "it's", "back\\slash", "\\", '\\"', "電影 ü", "x\"'
 
 def test_item_ids_with_quotes_backslashes_and_non_ascii_round_trip(tiny_model, stack, tmp_path):
     """Catalog records, then (in a worker that never saw them: their offsets were committed) events
-    naming those items: the worker finds them in Milvus by id, whatever characters the ids hold."""
+    naming those items: the worker finds them in Milvus by id, whatever characters the ids hold.
+    Limits are in UTF-8 bytes, as Milvus counts them: a title of 1,000 CJK characters (3,000 bytes)
+    is clipped and applied; an item id or a user id of 90 (270 bytes) is dead-lettered."""
     env = {**stack.env, "IU_MODEL": str(tiny_model), "IU_WEB_PORT": str(free_port()), "IU_DEVICE": "cpu",
            "IU_STATE_DIR": str(tmp_path / "faust")}
-    items = [Item(i, f"a film called {i}", ("Drama",)) for i in TRICKY_IDS]
+    titles = {i: f"a film called {i}" for i in TRICKY_IDS} | {"長編": "長" * 1000}
+    too_long = "電" * 90
+    items = [Item(i, t, ("Drama",)) for i, t in titles.items()] + [Item(too_long, "t", ())]
     events = [Event(f"tricky-{k}", "tricky-user", i, "click", "home", 880_000_000_000 + k * 1000)
-              for k, i in enumerate(TRICKY_IDS)]
+              for k, i in enumerate(titles)] + [Event("long-user", too_long, "長編", "click", "home", 880_000_000_000)]
     with WorkerProcess(env, tmp_path / "catalog.log") as first:
         publish_catalog(stack.producer(), items)
-        first.wait_for(lambda s: s.get("items_applied", 0) >= len(items), 60, "catalog records applied")
+        stats = first.wait_for(lambda s: s.get("items_in", 0) >= len(items), 60, "catalog records consumed")
+        assert (stats["items_applied"], stats["titles_clipped"]) == (len(titles), 1), stats
+        assert first.metric("iu_dead_letters_total") == 1 and first.metric("iu_catalog_titles_clipped_total") == 1
     with WorkerProcess(env, tmp_path / "events.log") as worker:
         publish(stack.producer(), event_messages(events), progress=False)
         stats = worker.wait_for(lambda s: s.get("events_in", 0) >= len(events), 60, "events consumed")
-        assert stats.get("applied") == len(events) and not any(k.startswith("dead_letter") for k in stats), stats
+        dead = {k: n for k, n in stats.items() if k.startswith("dead_letter")}
+        assert stats.get("applied") == len(titles) and dead == {"dead_letter:bad_value": 1}, stats
+        for faust_own in ("/router/", "/table/user_state/", "/graph/", "/assignment/"):  # the documented API only
+            assert worker.get(faust_own).get("http_status") == 404, faust_own
         got = worker.get("/users/tricky-user/interest")
-        assert [(r["item_id"], r["title"]) for r in got["recent_items"]] == [(i, f"a film called {i}")
-                                                                             for i in reversed(TRICKY_IDS)]
+        assert [(r["item_id"], r["title"]) for r in got["recent_items"]] == [
+            (i, t if i != "長編" else "長" * (MAX_TITLE_BYTES // 3)) for i, t in reversed(titles.items())]
+
+
+def test_events_on_another_partition_than_their_users_go_to_the_users_one(tiny_model, stack, tmp_path):
+    """A producer on confluent-kafka's default partitioner (CRC32, not murmur2) puts a user's events
+    on partitions where the user's state is not kept. Each such event is produced again to its key's
+    murmur2 partition, counted, and applied there once; a user's events all end in one state."""
+    events = ml100k(800)
+    env = replay(stack, tiny_model, tmp_path, "misrouted", [])
+    partitions = Settings.from_env(env).partitions
+    landed: dict[str, int] = {}  # event id -> the partition the producer's partitioner chose
+    raw = Producer({"bootstrap.servers": stack.bootstrap, "acks": "all"})  # the default partitioner
+    with WorkerProcess(env, tmp_path / "misrouted.log") as worker:
+        for topic, key, value in event_messages(events):
+            raw.produce(topic, key=key, value=value, on_delivery=lambda err, msg: landed.update(
+                {json.loads(msg.value())["event_id"]: msg.partition()}))
+        assert raw.flush(30) == 0
+        right = {e.event_id: partition_of(e.user_id.encode(), partitions) for e in events}
+        wrong = {eid: p for eid, p in landed.items() if p != right[eid]}
+        assert len(wrong) > len(events) // 4, "the default partitioner should misplace many users"
+        after = wait_applied(worker, events, 180, stack.bootstrap)
+        stats = worker.get("/stats")
+        assert after["events_applied"] == len(events) and stats.get("misrouted") == len(wrong), stats
+        assert worker.metric("iu_events_misrouted_total") == len(wrong)
+        for uid, count in Counter(e.user_id for e in events).items():
+            assert worker.get(f"/users/{uid}/interest")["events_applied"] == count, uid
+    found: dict[str, list[int]] = defaultdict(list)  # each misrouted event: where it landed, and its copy
+    for recs in keyed_records(stack.bootstrap, [events_topic(s) for s in ("home", "search", "video")],
+                              {e.user_id for e in events if e.event_id in wrong}).values():
+        for _, partition, _, value in recs:
+            if (eid := json.loads(value)["event_id"]) in wrong:
+                found[eid].append(partition)
+    assert {eid: sorted(ps) for eid, ps in found.items()} == {eid: sorted([p, right[eid]]) for eid, p in wrong.items()}

@@ -16,6 +16,14 @@ DEFAULT_SCENARIOS: tuple[str, ...] = ("home", "search", "video")
 EVENT_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "action", "scenario", "ts")
 ITEM_FIELDS: tuple[str, ...] = ("item_id", "title", "categories")
 CATEGORY_SEPARATOR = "|"
+# Limits in UTF-8 bytes, as Milvus counts its VARCHAR fields (a CJK character is 3 bytes, an emoji 4)
+MAX_ID_BYTES = 256  # event, user and item ids
+MAX_TITLE_BYTES = 1024  # longer titles are clipped at a character boundary
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """The longest prefix of `text` that is at most `limit` bytes in UTF-8."""
+    return text.encode()[:limit].decode(errors="ignore")  # a cut character's first bytes are dropped
 
 
 @dataclass(frozen=True, slots=True)

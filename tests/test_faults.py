@@ -62,10 +62,15 @@ def rolling_restart(scene: Scene) -> None:
 
 def kill_milvus(scene: Scene) -> None:
     """kill -9 the Milvus server a quarter into the replay; started again on its data once the worker
-    has withheld lists; the vector store then up and nothing pending."""
+    has withheld lists (its health degraded meanwhile); the vector store then up and nothing pending.
+    The outage's finer points (backoff, pending vectors, metrics) are the outage test's, in
+    tests/test_reliability.py."""
     wait_consumed(scene, N_REFERENCE // 4)
     scene.milvus.kill()
     scene.worker.wait_for(lambda s: s.get("withheld", 0) > 0, 60, "lists withheld")
+    health = scene.worker.get("/health")  # still consuming, and saying why lists stopped
+    assert health["status"] == "degraded" and not health["vector_store"]["up"], health
+    assert scene.worker.metric("iu_vector_store_up") == 0
     scene.milvus.start()
     deadline = time.monotonic() + 120
     while (store := scene.worker.get("/health")["vector_store"]) and not (store["up"] and not store["pending_vectors"]):

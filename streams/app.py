@@ -180,17 +180,19 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
             metrics.DEAD_LETTERS.labels(d.reason.value).inc()
         return sent
 
-    async def reroute(records: list[Record]) -> tuple[list[Record], list[Awaitable[object]]]:
-        """Events on another partition than their key's (a producer not on the murmur2 partitioner)
-        would split a user's state across partitions and workers: each is produced again to its
-        key's partition, where its owner applies it, and counted. Returns the others."""
-        own, sent = [], []
+    async def reroute(records: list[Record], owner: Mapping[bytes, int]
+                      ) -> tuple[list[Record], list[Awaitable[object]]]:
+        """Events on another partition than their key's `owner` partition (a producer not on the
+        murmur2 partitioner) would split a user's state across partitions and workers: each is
+        produced again to its key's partition, where its owner applies it, and counted. Returns the
+        others (keyless events among them: they are dead-lettered)."""
+        own: list[Record] = []
+        sent: list[Awaitable[object]] = []
         for r in records:
-            right = partition_of(r.key, settings.partitions) if r.key else r.partition  # no key: dead-lettered
-            if right == r.partition:
+            if r.key is None or owner[r.key] == r.partition:
                 own.append(r)
                 continue
-            sent.append(await event_topics[r.topic].send(key=r.key, value=r.value, partition=right,
+            sent.append(await event_topics[r.topic].send(key=r.key, value=r.value, partition=owner[r.key],
                                                          headers=[("iu.rerouted_from", f"{r.partition}:{r.offset}"
                                                                    .encode())]))
             metrics.MISROUTED.labels(r.topic).inc()
@@ -200,16 +202,16 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
         consumed = await admitted(batch)
         if not consumed:
             return
-        records, sent = await reroute(consumed)
+        owner = {k: partition_of(k, settings.partitions) for k in {r.key for r in consumed if r.key}}  # per user
+        records, sent = await reroute(consumed, owner)
         stored = {k.decode(errors="replace"): table.get(k) for k in {r.key for r in records if r.key}}
         result = await offload(processor.process, records, stored)
         with metrics.stage("table"):
             # The RocksDB store files a write under the partition of the event being processed,
-            # which a batch does not have: each user's write runs as that user's last event.
-            # Store and changelog are written apart (what `table[key] = raw` does) to keep the send.
-            applied = {(r.topic, r.partition, r.offset) for r in records}
-            last = {e.message.key: e for e in batch if (e.message.topic, e.message.partition, e.message.offset)
-                    in applied}
+            # which a batch does not have: each user's write runs as that user's last event on the
+            # user's own partition. Store and changelog are written apart (what `table[key] = raw`
+            # does) to keep the send.
+            last = {e.message.key: e for e in batch if owner.get(e.message.key) == e.message.partition}
             current = stream.current_event
             for uid, raw in result.states.items():
                 key = uid.encode()

@@ -173,7 +173,8 @@ def test_events_on_another_partition_than_their_users_go_to_the_users_one(tiny_m
     murmur2 partition, counted, and applied there once; a user's events all end in one state."""
     events = ml100k(800)
     env = replay(stack, tiny_model, tmp_path, "misrouted", [])
-    partitions = Settings.from_env(env).partitions
+    settings = Settings.from_env(env)
+    partitions = settings.partitions
     landed: dict[str, int] = {}  # event id -> the partition the producer's partitioner chose
     raw = Producer({"bootstrap.servers": stack.bootstrap, "acks": "all"})  # the default partitioner
     with WorkerProcess(env, tmp_path / "misrouted.log") as worker:
@@ -191,7 +192,7 @@ def test_events_on_another_partition_than_their_users_go_to_the_users_one(tiny_m
         for uid, count in Counter(e.user_id for e in events).items():
             assert worker.get(f"/users/{uid}/interest")["events_applied"] == count, uid
     found: dict[str, list[int]] = defaultdict(list)  # each misrouted event: where it landed, and its copy
-    for recs in keyed_records(stack.bootstrap, [events_topic(s) for s in ("home", "search", "video")],
+    for recs in keyed_records(stack.bootstrap, [events_topic(s) for s in settings.scenarios],
                               {e.user_id for e in events if e.event_id in wrong}).values():
         for _, partition, _, value in recs:
             if (eid := json.loads(value)["event_id"]) in wrong:

@@ -84,7 +84,7 @@ class SequenceEncoder(nn.Module):
         k, v = (proj(h).view(*heads).transpose(1, 2) for proj in (att.key, att.value))
         # Right-padded windows: the query at `last` sees every real position up to it, as causally.
         mask = (torch.arange(length, device=h.device) <= last.unsqueeze(1)).view(b, 1, 1, length)
-        o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=att.scaling)
+        o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=att.attention_head_size**-0.5)
         a = top.attention.output(o.transpose(1, 2).reshape(b, -1), x)
         return top.output(top.intermediate(a), a)
 

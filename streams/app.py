@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -31,7 +30,9 @@ from streams.decode import CatalogRecord, Rejected, decode_item
 from streams.delivery import delivered, or_exit_uncommitted
 from streams.monitor import Monitor
 from streams.processor import DeadLetter, Processor, Record
+from streams.routing import Admission, owner_route, unavailable
 from streams.settings import Settings
+from streams.tablescan import TableSize, digest
 from streams.topics import DEAD_LETTERS, DRIFT, ITEMS, RECOMMENDATIONS, TABLE, events_topic, partition_of
 from streams.transport import transport
 
@@ -124,6 +125,8 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
     drift = app.topic(DRIFT, partitions=1, **RAW)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus, one at a time
     stats = Stats()
+    size = TableSize(table)
+    admission = Admission(settings.http_queue)
     monitor = Monitor(settings.scenarios, {events_topic(s): s for s in settings.scenarios}, settings.top_k,
                       settings.quality_window, settings.monitor_users, processor.encoder.cfg.max_len,
                       processor.catalog.categories)
@@ -239,7 +242,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
         decoded = [(r, decode_item(r.value)) for r in records]
         good = [it for _, it in decoded if isinstance(it, CatalogRecord)]
         if good:
-            await offload(processor.catalog.add, [it.item for it in good])
+            await offload(processor.add_items, [it.item for it in good])
         rejected = [DeadLetter(r, it.reason, it.detail) for r, it in decoded if isinstance(it, Rejected)]
         await delivered(await dead_letter(rejected), settings.delivery_timeout_s)
         continuity.processed(records, time.monotonic())
@@ -263,8 +266,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def refresh_gauges() -> None:
         """Gauges that are cheaper to read now and then than to keep exact on every write."""
-        metrics.USERS.set(len(table))
-        metrics.STATE_BYTES.set(sum(len(v) for v in table.values()))
+        await asyncio.to_thread(size.scan)  # every value: off the loop (streams/tablescan.py)
+        metrics.USERS.set(size.scanned_users)
+        metrics.STATE_BYTES.set(size.state_bytes)
         metrics.CATALOG.set(len(processor.catalog))
         await offload(processor.vectors.flush)  # converge after an outage even when no events come
         if app.consumer is None:
@@ -294,16 +298,21 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
         store = processor.vectors.status()
         status = "starting" if not ready else "ok" if store["up"] else "degraded"  # consuming, lists withheld
         return self.json({"status": status, "ready": ready, "assigned": assigned, "vector_store": store,
-                          "model_version": processor.encoder.model_version, "users": len(table)},
+                          "model_version": processor.encoder.model_version, "users": size.users},
                          status=200 if ready else 503)
 
     @app.page("/stats")
     async def stats_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         # next_offsets: where each event partition stands; one that stops moving while others do is stalled
-        return self.json({**stats.as_json(), "users": len(table), "items": len(processor.catalog),
+        return self.json({**stats.as_json(), "users": size.users, "items": len(processor.catalog),
                           "quality": monitor.summary(),
                           "next_offsets": {f"{tp.topic}:{tp.partition}": n
                                            for tp, n in sorted(continuity.expected.items()) if tp.topic != ITEMS}})
+
+    def error(view: faust.web.View, found: dict) -> faust.web.Response:
+        if found["status"] == 503:
+            return unavailable(view, found["error"])
+        return view.json(found, status=found["status"])
 
     async def ranked_for(request: faust.web.Request, user_id: str) -> tuple[Any, str, Any] | dict:
         """The user's state, the target scenario and a fresh ranking; or an error body with its status."""
@@ -316,31 +325,36 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
             scen = processor.encoder.cfg.scenarios[int(state.ring["scen"][-1]) - 1]
         if scen not in processor.scen_index:
             return {"error": f"unknown scenario {scen!r}", "status": 400}
-        [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
+        with admission.slot() as admitted:
+            if not admitted:
+                metrics.HTTP_REJECTED.inc()
+                return {"error": f"{settings.http_queue} requests are waiting for this worker; retry shortly",
+                        "status": 503}
+            [ranked] = await offload(processor.rank, [(user_id, state, scen)], False)
         if ranked is None:
             return {"error": "the vector store is unavailable; retry shortly", "status": 503}
         return state, scen, ranked
 
     # Users live on the worker that owns their partition: another worker proxies the request there.
     @app.page("/users/{user_id}/recommendations")
-    @app.table_route(table=table, match_info="user_id")
+    @owner_route(app, table, "user_id")
     async def recommendations_view(
         self: faust.web.View, request: faust.web.Request, user_id: str
     ) -> faust.web.Response:
         found = await ranked_for(request, user_id)
         if isinstance(found, dict):
-            return self.json(found, status=found["status"])
+            return error(self, found)
         _, scen, ranked = found
         return self.json({"user_id": user_id, "scenario": scen, "model_version": processor.encoder.model_version,
                           "items": [{"item_id": i, "score": round(s, 5), "title": processor.catalog.titles.get(i, "")}
                                     for i, s in ranked.items]})
 
     @app.page("/users/{user_id}/interest")
-    @app.table_route(table=table, match_info="user_id")
+    @owner_route(app, table, "user_id")
     async def interest_view(self: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:
         found = await ranked_for(request, user_id)
         if isinstance(found, dict):
-            return self.json(found, status=found["status"])
+            return error(self, found)
         state, scen, ranked = found
         names = processor.encoder.view_names
         counts = [None, *state.views.count.tolist()]  # the transformer view has no count of its own
@@ -355,19 +369,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, replicat
 
     @app.page("/state/digest")
     async def digest_view(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Hashes over this worker's user states, to compare runs. `sha256`: the whole state but the
-        skipped counter (it counts redeliveries, which differ between runs by design); equal after a
-        restart. `interactions`: buffers, counts and watermarks only; equal for any two runs over the
-        same input, however a user's events on different topics interleaved (which moves the views)."""
-        full, interactions = hashlib.sha256(), hashlib.sha256()
-        applied = 0
-        for k in sorted(table.keys()):
-            state = processor.load_state(table[k])
-            applied += state.applied
-            state.skipped = 0
-            for h, raw in ((full, state.to_bytes()), (interactions, state.interactions_bytes())):
-                h.update(len(k).to_bytes(4, "little") + k + len(raw).to_bytes(4, "little") + raw)
-        return self.json({"users": len(table), "events_applied": applied, "sha256": full.hexdigest(),
-                          "interactions": interactions.hexdigest()})
+        """Hashes over this worker's user states, to compare runs (streams/tablescan.py)."""
+        return self.json(await asyncio.to_thread(digest, table, processor.load_state))
 
     return app

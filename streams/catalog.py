@@ -15,7 +15,7 @@ import numpy as np
 from models.data.contract import Item, read_items
 from models.inference import InterestEncoder
 from models.text import embed_texts
-from streams.vectors import VectorStore
+from streams.vectors import ItemRow, VectorStore
 
 START_UP_TIMEOUT_S = 300.0  # per Milvus call while the trained catalog is written at start-up
 
@@ -50,19 +50,23 @@ class Catalog:
     def publish_trained(self, dataset_items: Path | None) -> int:
         """Put the trained items into the vector store once per model version; how many were written."""
         ids = list(self.index)
-        version = self.encoder.model_version
         known = {it.item_id: it for it in read_items(dataset_items)} if dataset_items else {}
         self.titles.update({i: known[i].title if i in known else "" for i in ids})
         self.categories.update({i: it.categories for i, it in known.items()})
-        if not ids or self.store.item_version(ids[-1]) == version:
+        if not ids or self.store.item_version(ids[-1]) == self.encoder.model_version:
             return 0
         # before the worker consumes: the whole trained catalog gets the time it needs, and is persisted
-        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.encoder.table[1:len(ids) + 1], version,
-                                bulk_timeout_s=START_UP_TIMEOUT_S)
+        self.store.upsert_items(self.rows(ids), bulk_timeout_s=START_UP_TIMEOUT_S)
         return len(ids)
 
-    def add(self, items: list[Item]) -> None:
-        """Catalog records: new or changed titles; cold items get a text-derived vector."""
+    def rows(self, ids: list[str]) -> list[ItemRow]:
+        """The items as the vector store keeps them."""
+        version = self.encoder.model_version
+        return [ItemRow(i, self.titles.get(i, ""), v, version) for i, v in zip(ids, self.matrix(ids), strict=True)]
+
+    def add(self, items: list[Item]) -> list[ItemRow]:
+        """Catalog records: new or changed titles; cold items get a text-derived vector. Returns the rows
+        for the vector store, which the caller writes (streams/guard.py: kept while Milvus is down)."""
         for it in items:
             self.titles[it.item_id] = it.title
             self.categories[it.item_id] = it.categories
@@ -70,9 +74,7 @@ class Catalog:
         if cold:
             vecs = self.encoder.project_text(embed_texts([it.text for it in cold]))
             self._place([it.item_id for it in cold], vecs)
-        ids = [it.item_id for it in items]
-        self.store.upsert_items(ids, [self.titles[i] for i in ids], self.matrix(ids),
-                                self.encoder.model_version)
+        return self.rows([it.item_id for it in items])
 
     def resolve(self, ids: set[str]) -> set[str]:
         """Look unknown items up in the vector store; returns those that exist nowhere."""

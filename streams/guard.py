@@ -1,10 +1,13 @@
 """Keeps the worker consuming while the vector store is down, and makes Milvus converge after.
 
 The user state lives in the Faust table, not in Milvus, so an outage must not stop consumption:
-- user vectors that cannot be written wait in a pending map keyed by (user, scenario), newest
-  replacing older, and are written once Milvus answers again: at convergence every user's latest
-  vector is there. The map is capped (`capacity`); beyond it the oldest wait for their user's next
-  event instead, and are counted (iu_vectors_dropped_total).
+- rows that cannot be written (user vectors, and catalog items published meanwhile) wait in a
+  pending map per collection keyed by user and scenario, or by item, newest replacing older, and
+  are written once Milvus answers again, items first: at convergence every user's latest vector and
+  every published item is there. Each map is capped (`capacity`); beyond it the oldest go, counted
+  (iu_vectors_dropped_total): a user's is written again at the user's next event.
+- a row the store refuses for its own content (the server answers, and that row alone fails) is
+  left out and counted (iu_vectors_refused_total): it never counts as an outage.
 - searches are not attempted while the store is down: no list is emitted, rather than one from a
   stale or missing vector. The user's next event after the outage emits a fresh one.
 - calls are retried on a backoff that doubles from `base_s` to `max_s`, so a dead server costs one
@@ -13,22 +16,54 @@ The user state lives in the Faust table, not in Milvus, so an outage must not st
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from streams import metrics
 from streams.errors import VectorStoreError
-from streams.vectors import UserRow, VectorStore
+from streams.vectors import ItemRow, UserRow, VectorStore
+
+log = logging.getLogger(__name__)
 
 FLUSH_CHUNK = 1024
+Row = TypeVar("Row", ItemRow, UserRow)
+
+
+class Pending(Generic[Row]):
+    """One collection's rows waiting for the store: the newest per key, oldest first."""
+
+    def __init__(self, kind: str, write: Callable[[list[Row]], None], capacity: int) -> None:
+        self.kind, self.write, self.capacity = kind, write, capacity
+        self.rows: OrderedDict[str, Row] = OrderedDict()
+
+    def add(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            self.rows.pop(r.key, None)
+            self.rows[r.key] = r
+        while len(self.rows) > self.capacity:
+            self.rows.popitem(last=False)
+            metrics.VECTORS_DROPPED.labels(self.kind).inc()
+
+    def oldest(self) -> list[Row]:
+        return list(self.rows.values())[:FLUSH_CHUNK]
+
+    def done(self, chunk: list[Row]) -> None:
+        for r in chunk:
+            if self.rows.get(r.key) is r:  # not replaced by a newer row meanwhile
+                del self.rows[r.key]
+        metrics.VECTORS_PENDING.labels(self.kind).set(len(self.rows))
 
 
 class StoreGuard:
     def __init__(self, store: VectorStore, capacity: int, base_s: float = 0.5, max_s: float = 30.0) -> None:
-        self.store, self.capacity, self.base_s, self.max_s = store, capacity, base_s, max_s
-        self.pending: OrderedDict[str, UserRow] = OrderedDict()
+        self.store, self.base_s, self.max_s = store, base_s, max_s
+        self.items: Pending[ItemRow] = Pending("item", store.upsert_items, capacity)
+        self.users: Pending[UserRow] = Pending("user", store.upsert_users, capacity)
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
@@ -62,29 +97,44 @@ class StoreGuard:
         self.last_error = ""
         metrics.STORE_UP.set(1)
 
+    def upsert_items(self, rows: list[ItemRow]) -> None:
+        self.items.add(rows)
+        self.flush()
+
     def upsert_users(self, rows: list[UserRow]) -> None:
-        for r in rows:
-            self.pending.pop(r.key, None)
-            self.pending[r.key] = r
-        while len(self.pending) > self.capacity:
-            self.pending.popitem(last=False)
-            metrics.VECTORS_DROPPED.inc()
+        self.users.add(rows)
         self.flush()
 
     def flush(self) -> None:
-        """Writes what is pending, oldest first, if the store may be called now."""
-        while self.pending and self._may_call():
-            chunk = list(self.pending.values())[:FLUSH_CHUNK]
-            try:
-                self.store.upsert_users(chunk)
-            except VectorStoreError as e:
-                self._failed(e)
-                break
-            self._succeeded()
-            for r in chunk:
-                if self.pending.get(r.key) is r:  # not replaced by a newer vector meanwhile
-                    del self.pending[r.key]
-        metrics.VECTORS_PENDING.set(len(self.pending))
+        """Writes what is pending, items first (users' searches rank them), oldest first, if the store
+        may be called now."""
+        for pending in (self.items, self.users):
+            while pending.rows and self._may_call():
+                chunk = pending.oldest()
+                try:
+                    self._write(pending, chunk)
+                except VectorStoreError as e:
+                    self._failed(e)
+                    break
+                self._succeeded()
+                pending.done(chunk)
+            metrics.VECTORS_PENDING.labels(pending.kind).set(len(pending.rows))
+
+    def _write(self, pending: Pending[Row], chunk: list[Row]) -> None:
+        """Writes `chunk`. When a write fails and the store still answers, halves are written apart until
+        the rows it refuses are alone; those are left out and counted. Raises while it does not answer."""
+        try:
+            pending.write(chunk)
+        except VectorStoreError as e:
+            if not self.store.reachable():
+                raise
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                self._write(pending, chunk[:half])
+                self._write(pending, chunk[half:])
+                return
+            log.warning("Milvus refused the %s row %r: %s", pending.kind, chunk[0].key[:200], str(e)[:300])
+            metrics.VECTORS_REFUSED.labels(pending.kind).inc()
 
     def search_items(self, vectors: np.ndarray, limit: int) -> list[list[tuple[str, float]]] | None:
         """The store's answer, or None while it is down (nothing to rank from)."""
@@ -99,5 +149,5 @@ class StoreGuard:
         return found
 
     def status(self) -> dict:
-        return {"up": self.up, "pending_vectors": len(self.pending), "consecutive_failures": self.failures,
-                "last_error": self.last_error}
+        return {"up": self.up, "pending_vectors": len(self.users.rows), "pending_items": len(self.items.rows),
+                "consecutive_failures": self.failures, "last_error": self.last_error}

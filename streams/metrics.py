@@ -34,6 +34,7 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "monitor", "produce", "deliver")
 MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items", "load")
 REFETCH_REASONS = ("gap", "stall")  # see streams/continuity.py
+ROW_KINDS = ("user", "item")  # streams/guard.py
 
 EVENTS = Counter("iu_events_consumed_total", "Events consumed, by scenario (topic), action and outcome; "
                  "outcome dead_letter has action 'invalid'", ["scenario", "action", "outcome"])
@@ -55,9 +56,12 @@ MILVUS_SECONDS = Histogram("iu_milvus_operation_duration_seconds", "Milvus calls
                            ["operation"], buckets=STAGE_BUCKETS)
 MILVUS_ERRORS = Counter("iu_milvus_errors_total", "Milvus calls that raised", ["operation"])
 STORE_UP = Gauge("iu_vector_store_up", "1 while Milvus answers, 0 from a failed call until one succeeds")
-VECTORS_PENDING = Gauge("iu_vectors_pending", "User vectors waiting for Milvus to come back")
-VECTORS_DROPPED = Counter("iu_vectors_dropped_total", "Pending user vectors evicted past the cap; rewritten on "
-                          "the user's next event")
+VECTORS_PENDING = Gauge("iu_vectors_pending", "Rows waiting for Milvus to come back, by kind (user vectors, "
+                        "catalog items)", ["kind"])
+VECTORS_DROPPED = Counter("iu_vectors_dropped_total", "Pending rows evicted past the cap, by kind; a user's is "
+                          "written again at the user's next event", ["kind"])
+VECTORS_REFUSED = Counter("iu_vectors_refused_total", "Rows Milvus refused for their own content while it "
+                          "answered (left out; not an outage), by kind", ["kind"])
 WITHHELD = Counter("iu_recommendations_withheld_total", "Lists not emitted because Milvus was down (no stale "
                    "list is emitted instead)")
 LAG = Gauge("iu_consumer_lag_messages", "Messages behind the partition's high watermark, per assigned event "
@@ -67,6 +71,8 @@ REFETCHES = Counter("iu_consumer_refetches_total", "Partitions fetched again fro
                     ["reason"])
 OFFSETS_SKIPPED = Counter("iu_offsets_skipped_total", "Offsets passed over because they hold no record (transaction "
                           "markers, records deleted or compacted away), never fetched again")
+HTTP_REJECTED = Counter("iu_http_requests_rejected_total", "`/users/...` requests answered 503 because "
+                        "IU_HTTP_QUEUE requests were already computing or waiting for the compute thread")
 USERS = Gauge("iu_users_in_state", "Users whose state this worker holds (its assigned partitions)")
 STATE_BYTES = Gauge("iu_state_bytes", "Bytes of user state this worker holds, all users together")
 CATALOG = Gauge("iu_catalog_items", "Items the worker can recommend")
@@ -105,6 +111,10 @@ def initialise(scenarios: tuple[str, ...], reasons: tuple[str, ...], detectors: 
         MILVUS_ERRORS.labels(op)
     for reason in REFETCH_REASONS:
         REFETCHES.labels(reason)
+    for kind in ROW_KINDS:
+        VECTORS_PENDING.labels(kind)
+        VECTORS_DROPPED.labels(kind)
+        VECTORS_REFUSED.labels(kind)
     for detector, labels in detectors.items():
         for s in labels:
             for d in DIRECTIONS:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.data.contract import ACTIONS, Event
+from models.data.contract import ACTIONS, Event, Item
 from models.data.dataset import UserSeq
 from models.inference import InterestEncoder, pad_windows
 from streams import metrics
@@ -136,6 +136,10 @@ class Processor:
         self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
         self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
         self.threads = ComputeThreads(*settings.thread_budget)
+
+    def add_items(self, items: list[Item]) -> None:
+        """Catalog records: known here at once, in the vector store once it answers."""
+        self.vectors.upsert_items(self.catalog.add(items))
 
     def load_state(self, raw: bytes | None) -> UserState:
         if raw is None:

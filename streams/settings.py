@@ -71,7 +71,8 @@ class Settings:
                                "which broker workarounds apply")
     milvus_uri: str = _opt("", "a Milvus server (`http://host:19530`); empty: milvus-lite at `var/milvus.db`")
     milvus_timeout_s: float = _opt(5.0, "longest wait for one Milvus call before the store counts as down")
-    pending_vectors: int = _opt(100_000, "user vectors kept for Milvus while it is down; the oldest go beyond")
+    pending_vectors: int = _opt(100_000, "user vectors, and apart catalog items, kept for Milvus while it is down; "
+                                "the oldest go beyond")
     retrieval: str = _opt("auto", "where candidates come from: `local` (exact, the worker's item table), `milvus` "
                           "(ANN search), `auto` (local on milvus-lite, milvus with a server)")
     model: str = _opt("ml-100k", "the model the worker serves: a folder under `IU_MODEL_DIR`, or a path")
@@ -83,6 +84,8 @@ class Settings:
                                     "a user's requests to the worker that owns the user's partition); empty: "
                                     "IU_WEB_HOST, or this machine's host name when that is a wildcard (0.0.0.0, ::)")
     web_port: int = _opt(6066, "the worker's HTTP port")
+    http_queue: int = _opt(64, "`/users/...` requests a worker computes or holds for its compute thread (which "
+                           "micro-batches share) at once; past it they are answered 503 with Retry-After")
     batch_size: int = _opt(256, "most events in one micro-batch")
     batch_target: int = _opt(128, "events a micro-batch waits for when the worker's own share of the load "
                              "brings fewer: each batch pays one encoder forward, one Milvus search and one "
@@ -136,6 +139,7 @@ class Settings:
             "delivery_timeout_s": self.delivery_timeout_s > 0,
             "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,
+            "http_queue": self.http_queue >= 1,
             "broker_port": 0 < self.broker_port < 65536,
         }
         for name, ok in checks.items():

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -75,16 +75,20 @@ class WorkerProcess(LogFile):
             time.sleep(0.2)
         raise WorkerError(f"worker not ready within {timeout:.0f} s; see {self.log_path}:\n{self.tail()}")
 
-    def get(self, path: str, timeout: float = 30.0) -> dict:
+    def get(self, path: str, timeout: float = 30.0, headers: Mapping[str, str] | None = None) -> dict:
+        """The JSON answer; for an HTTP error, its body with `http_status` (and `retry_after` if given)."""
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=dict(headers or {})),
+                                        timeout=timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             body = e.read()
+            status = {"http_status": e.code} | ({"retry_after": e.headers["Retry-After"]}
+                                                if "Retry-After" in e.headers else {})
             try:
-                return {"http_status": e.code, **json.loads(body or b"{}")}
+                return {**status, **json.loads(body or b"{}")}
             except ValueError:  # Faust's own error page (a request proxied to a worker that died)
-                return {"http_status": e.code, "error": body.decode(errors="replace")[:300]}
+                return {**status, "error": body.decode(errors="replace")[:300]}
         except OSError as e:  # refused or reset: say so with the worker's exit code and log if it is gone
             if self.proc is not None and self.proc.poll() is not None:
                 raise WorkerError(f"worker exited with code {self.proc.returncode} ({e}); see {self.log_path}:\n"

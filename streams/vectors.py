@@ -43,6 +43,18 @@ def id_filter(field: str, ids: list[str]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemRow:
+    item_id: str
+    title: str
+    vector: np.ndarray
+    model_version: str
+
+    @property
+    def key(self) -> str:
+        return self.item_id
+
+
+@dataclass(frozen=True, slots=True)
 class UserRow:
     user_id: str
     scenario: str
@@ -119,23 +131,30 @@ class VectorStore:
             for name in (ITEMS, USERS):
                 self.client.load_collection(name, timeout=self.timeout)
 
+    def reachable(self) -> bool:
+        """Whether the server answers a cheap call now: tells a row it refuses from an outage."""
+        try:
+            self.client.has_collection(USERS, timeout=self.timeout)
+        except Exception:
+            return False
+        return True
+
     def item_version(self, item_id: str) -> str | None:
         rows = self.client.query(ITEMS, filter=id_filter("item_id", [item_id]), output_fields=["model_version"],
                                  consistency_level=STRONG, timeout=self.timeout)
         return rows[0]["model_version"] if rows else None
 
-    def upsert_items(self, ids: list[str], titles: list[str], vectors: np.ndarray, model_version: str,
-                     chunk: int = 2048, bulk_timeout_s: float | None = None) -> None:
+    def upsert_items(self, rows: list[ItemRow], chunk: int = 2048, bulk_timeout_s: float | None = None) -> None:
         """Rows are visible to searches and strong queries once upserted. Given `bulk_timeout_s` (a
         bulk write: the trained catalog at start-up) each call may take that long and the rows are
         flushed, which waits seconds on a Milvus server for the segments to be sealed and persisted."""
         timeout = bulk_timeout_s or self.timeout
         with _call("upsert_items"):
-            for i in range(0, len(ids), chunk):
+            for i in range(0, len(rows), chunk):
                 self.client.upsert(ITEMS, [
-                    {"item_id": ids[j], "title": clip_utf8(titles[j], MAX_TITLE_BYTES), "model_version": model_version,
-                     "vector": vectors[j].astype(np.float32).tolist()}
-                    for j in range(i, min(i + chunk, len(ids)))
+                    {"item_id": r.item_id, "title": clip_utf8(r.title, MAX_TITLE_BYTES),
+                     "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
+                    for r in rows[i:i + chunk]
                 ], timeout=timeout)
             if bulk_timeout_s:
                 self.client.flush(ITEMS, timeout=timeout)

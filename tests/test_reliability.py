@@ -19,12 +19,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pymilvus import MilvusClient
 
-from models.data.contract import Event
+from models.data.contract import Event, Item, read_items
 from streams.processor import DEAD_LETTER_KEY_BYTES, DEAD_LETTER_VALUE_BYTES
-from streams.replay import event_json, event_messages, publish
+from streams.replay import event_json, event_messages, publish, publish_catalog
+from streams.routing import HOP_HEADER
 from streams.supervise import WorkerProcess
 from streams.topics import DEAD_LETTERS, events_topic
+from streams.vectors import ITEMS, id_filter
 from tests.replays import (
     ML100K,
     N_REFERENCE,
@@ -186,6 +189,10 @@ def test_workers_share_the_partitions_and_the_others_take_over(tiny_model, stack
         for uid, count in expected[0].items():  # any worker answers for any user: the owner's state
             got = [w.get(f"/users/{uid}/interest") for w in workers]
             assert all(g == got[0] for g in got) and got[0]["events_applied"] == count, (uid, got)
+        for uid in list(expected[0])[:20]:  # a request already forwarded once is not forwarded again
+            hop = [w.get(f"/users/{uid}/interest", headers={HOP_HEADER: "http://elsewhere:1"}) for w in workers]
+            assert sorted(h.get("http_status", 200) for h in hop) == [200] + [503] * (n - 1), (uid, hop)
+            assert all(h["retry_after"] == "1" for h in hop if "http_status" in h)
         workers.pop().kill()
         publish(stack.producer(), event_messages(halves[1]), progress=False)
         deadline = time.monotonic() + 300
@@ -207,25 +214,33 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
                                                                                   tmp_path):
     """On a Milvus server beside the embedded broker: milvus-lite, in the worker's process, cannot be
     taken away. The production stack has its Milvus outage in tests/test_faults.py (kill -9 mid-replay,
-    lists withheld, every vector latest afterwards); the worker's handling does not depend on the broker."""
+    lists withheld, every vector latest afterwards); the worker's handling does not depend on the broker.
+    Catalog records published during the outage are applied and reach Milvus once it is back."""
     events = ml100k(3300)
     before, during, after = events[:1500], events[1500:3000], events[3000:]
+    cold = [Item(f"outage-{k}", f"a film published during the outage, number {k}", ("Drama",)) for k in range(5)]
     milvus = shared_milvus
     env = replay(stack, tiny_model, tmp_path, "outage", [], IU_MILVUS_URI=milvus.uri, IU_MILVUS_TIMEOUT_S="2")
     with WorkerProcess(env, tmp_path / "outage.log") as worker:
         prod = stack.producer()
         publish(prod, event_messages(before), progress=False)
-        lists_before = worker.wait_for(lambda s: s.get("events_in", 0) >= 1500, 180, "part 1")["recommendations_out"]
+        catalog = len(read_items(ML100K / "items.csv"))
+        part1 = worker.wait_for(lambda s: s.get("events_in", 0) >= 1500 and s.get("items_in", 0) >= catalog, 180,
+                                "part 1 and the catalog")
+        lists_before, items_before = part1["recommendations_out"], part1["items_applied"]
         milvus.stop()
         down_at = time.monotonic()
         publish(prod, event_messages(during), progress=False)
-        stats = worker.wait_for(lambda s: s.get("events_in", 0) >= 3000, 240, "events consumed during the outage")
+        publish_catalog(prod, cold)  # a catalog record now is applied here and kept for Milvus
+        stats = worker.wait_for(lambda s: s["events_in"] >= 3000 and s["items_applied"] >= items_before + len(cold),
+                                240, "events and catalog records consumed during the outage")
         time.sleep(max(0.0, 12 - (time.monotonic() - down_at)))  # long enough for the backoff to show
         health = worker.get("/health")
         assert stats["applied"] + stats.get("late", 0) == 3000  # state kept up to date
         assert stats["recommendations_out"] == lists_before and stats["withheld"] > 0  # nothing stale emitted
         assert health["status"] == "degraded" and not health["vector_store"]["up"], health
         assert 0 < health["vector_store"]["pending_vectors"] <= 100_000
+        assert health["vector_store"]["pending_items"] == stats["items_applied"] - items_before == len(cold)
         assert worker.metric("iu_vector_store_up") == 0 and worker.metric("iu_vectors_pending") > 0
         errors, outage_s = worker.metric("iu_milvus_errors_total"), time.monotonic() - down_at
         # Backoff doubling from 0.5 s: ~log2(outage / 0.5) + 1 failed retries, not one per batch or timer tick.
@@ -234,10 +249,14 @@ def test_vector_store_outage_keeps_consuming_withholds_stale_lists_and_converges
         milvus.start()
         back_ms = int(time.time() * 1000)
         deadline = time.monotonic() + 120
-        while (store := worker.get("/health")["vector_store"]) and not (store["up"] and not store["pending_vectors"]):
+        while (store := worker.get("/health")["vector_store"]) and not (
+                store["up"] and not store["pending_vectors"] and not store["pending_items"]):
             assert time.monotonic() < deadline, store
             time.sleep(0.5)
         assert worker.metric("iu_vector_store_up") == 1
+        found = MilvusClient(milvus.uri).query(ITEMS, filter=id_filter("item_id", [it.item_id for it in cold]),
+                                               output_fields=["item_id", "title"], consistency_level="Strong")
+        assert sorted((r["item_id"], r["title"]) for r in found) == sorted((it.item_id, it.title) for it in cold)
         # Converged: for every user with events during the outage, one row (the scenario of their last
         # micro-batch's trigger; a batch writes one per user) was written after Milvus came back and is
         # exactly the vector their state gives now: the latest, not a stale one.

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from models.inference import top_inner_product
 from ops.bench.report import emit, machine
-from streams.vectors import UserRow, VectorStore, connect
+from streams.vectors import ItemRow, UserRow, VectorStore, connect
 
 DIM = 64
 LIMIT = 90  # what the worker asks for: 4 * top_k + max_len
@@ -44,7 +44,8 @@ def bench_size(store: VectorStore, n_items: int, queries: int, batch: int, rng: 
     load_start = time.perf_counter()
     for start in tqdm(range(0, n_items, 50_000), desc=f"load {n_items:,} items", unit="chunk", leave=False):
         end = min(start + 50_000, n_items)
-        store.upsert_items(ids[start:end], [""] * (end - start), unit(rng, end - start), "bench")
+        store.upsert_items([ItemRow(i, "", v, "bench") for i, v in zip(ids[start:end], unit(rng, end - start),
+                                                                         strict=True)])
     load_s = time.perf_counter() - load_start
     q = unit(rng, queries)
     store.search_items(q[:batch], LIMIT)  # warm-up: the first search loads the index

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data prometheus java kafka-jars kafka milvus test lint demo train bench bench-e2e bench-vectors bench-encoder \
+.PHONY: setup data prometheus java kafka-jars kafka milvus test test-unit lint demo train bench bench-e2e bench-vectors bench-encoder \
 	bench-recbole clean
 
 setup: $(STAMP)
@@ -52,6 +52,12 @@ milvus: setup
 test: setup data prometheus kafka-jars
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The quick loop: pure logic and in-process checks (pytest marker `unit`), under a minute; no data, broker
+# or Milvus needed. `make test` runs these and the `integration` tests.
+test-unit: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m unit
 
 lint: setup
 	$(BIN)/ruff check .

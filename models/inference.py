@@ -62,8 +62,8 @@ class InterestEncoder:
         self.cfg = model.cfg
         self.layout = model.layout
         with torch.inference_mode():
-            self._table_t = model.item_table().float()
-        self.table = self._table_t.cpu().numpy()
+            self.device_table = model.item_table().float()
+        self.table = self.device_table.cpu().numpy()
 
     @classmethod
     def load(cls, folder: Path, device: str = "auto") -> InterestEncoder:
@@ -83,7 +83,7 @@ class InterestEncoder:
         t = {k: torch.as_tensor(v, device=self.device) for k, v in windows.items()}
         last = (t["lengths"] - 1).clamp(min=0)
         with self._autocast():
-            h = self.model.encode_last(self._table_t, t["items"], t["actions"], t["scens"], t["gaps"], last)
+            h = self.model.encode_last(self.device_table, t["items"], t["actions"], t["scens"], t["gaps"], last)
         return h.float().cpu().numpy()
 
     @torch.inference_mode()
@@ -108,20 +108,20 @@ class InterestEncoder:
 
     def top_items(self, users: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`limit` table rows for each user vector (row 0, padding, never): rows and scores."""
-        rows, scores = top_inner_product(self._table_t[1:], users, limit)
+        rows, scores = top_inner_product(self.device_table[1:], users, limit)
         return rows + 1, scores
 
     def add_items(self, vectors: np.ndarray) -> np.ndarray:
         """Append item vectors to the table (catalog items published after training); their indices."""
         start = self.table.shape[0]
         self.table = np.concatenate([self.table, vectors.astype(np.float32)])
-        self._table_t = torch.as_tensor(self.table, device=self.device)
+        self.device_table = torch.as_tensor(self.table, device=self.device)
         return np.arange(start, start + len(vectors))
 
     def update_items(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Overwrite item vectors in place (a cold item whose text changed)."""
         self.table[rows] = vectors
-        self._table_t = torch.as_tensor(self.table, device=self.device)
+        self.device_table = torch.as_tensor(self.table, device=self.device)
 
     def new_state(self) -> ViewState:
         return ViewState.empty(self.layout.n, self.cfg.dim)

@@ -90,7 +90,7 @@ class Settings:
     batch_target: int = _opt(128, "events a micro-batch waits for when the worker's own share of the load "
                              "brings fewer: each batch pays one encoder forward, one Milvus search and one "
                              "broker round trip, so fewer, larger batches cost less CPU per event; 0: take "
-                             "what has come in (see streams/batching.py)")
+                             "what has come in (see streams/core/batching.py)")
     batch_wait_ms: int = _opt(250, "longest wait for a micro-batch to reach IU_BATCH_TARGET: the latency "
                               "given for CPU per event (see ops/bench/RESULTS.md)")
     delivery_timeout_s: float = _opt(60.0, "longest wait for the broker to acknowledge a batch's records; past it "
@@ -148,7 +148,7 @@ class Settings:
 
     @property
     def thread_budget(self) -> tuple[int, int]:
-        """(partial, full) micro-batch thread counts: see streams/threads.py for why they differ."""
+        """(partial, full) micro-batch thread counts: see streams/worker/threads.py for why they differ."""
         full = self.compute_threads or usable_cores()
         return max(1, full - 1), full
 
@@ -167,7 +167,7 @@ class Settings:
 
     @property
     def tansu(self) -> bool:
-        """Apply the Tansu workarounds (see streams/app.py)."""
+        """Apply the Tansu workarounds (see streams/worker/app.py)."""
         return self.broker_profile == "tansu" or (self.broker_profile == "auto" and self.embedded)
 
     @property

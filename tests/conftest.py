@@ -23,12 +23,24 @@ from confluent_kafka import Consumer
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
 from ops.kafka.cluster import KafkaCluster
-from streams.broker import EmbeddedBroker, LocalBroker, free_port
-from streams.supervise import MilvusServer, WorkerProcess
+from streams.kafka.broker import EmbeddedBroker, LocalBroker, free_port
+from streams.testing.supervise import MilvusServer, WorkerProcess
 from tests.replays import N_REFERENCE, ml100k, replay, wait_applied
 from tests.stacks import Stack, drop_collections, wipe
 
 STACKS = ("embedded", "production")
+# A test that takes one of these runs brokers, Milvus, worker processes or a trained model: `integration`.
+# Every other test is `unit` (pure logic, in-process, seconds in all): `make test-unit`.
+INTEGRATION_FIXTURES = {"tiny_model", "stack", "broker", "kafka_cluster", "milvus_server", "shared_milvus",
+                        "kafka_stack", "production", "reference", "consume_all", "milvus_uri", "synth_model"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marked = {m.name for m in item.iter_markers()}
+        if "integration" not in marked and "unit" not in marked:
+            heavy = INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+            item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
 SESSION_TIMEOUT_S = 6  # the least Kafka takes by default: a killed worker's partitions move on after it
 
 

@@ -15,12 +15,13 @@ from confluent_kafka import Consumer, TopicPartition
 from pymilvus import MilvusClient
 
 from models.data.contract import Event, read_events, read_items
-from streams.broker import end_offsets_read, free_port, prepare_topics
-from streams.replay import event_messages, publish, publish_catalog
+from streams.core.state import events_applied
+from streams.kafka.admin import end_offsets_read, prepare_topics
+from streams.kafka.broker import free_port
+from streams.kafka.replay import event_messages, publish, publish_catalog
+from streams.kafka.topics import changelog_topic, events_topic
 from streams.settings import Settings
-from streams.state import events_applied
-from streams.supervise import WorkerProcess
-from streams.topics import changelog_topic, events_topic
+from streams.testing.supervise import WorkerProcess
 from tests.stacks import Stack
 
 ML100K = Path("var/data/ml-100k")

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 from pymilvus import MilvusClient
 
 from ops.kafka.cluster import KafkaCluster
-from streams.replay import producer
+from streams.kafka.replay import producer
 
 
 @dataclass

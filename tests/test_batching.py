@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.batching import Linger
+from streams.core.batching import Linger
 
 
 def linger(target: int = 128, max_wait_s: float = 0.25) -> Linger:

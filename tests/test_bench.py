@@ -8,9 +8,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # starts brokers, workers or `iu` processes
+
 BENCHES = ("ops.bench.e2e", "ops.bench.guarantee", "ops.bench.encoder", "ops.bench.vectors", "ops.bench.ceiling")
 SCRIPT = """
 import runpy, sys
+
 for module in sys.argv[1:]:
     sys.argv = [module, "--help"]
     try:

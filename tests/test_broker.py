@@ -7,11 +7,14 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import EmbeddedBroker, create_topics, end_offsets_read, free_port, port_open
 from streams.errors import BrokerError
-from streams.reader import read
-from streams.topics import all_topics
+from streams.kafka.admin import create_topics, end_offsets_read
+from streams.kafka.broker import EmbeddedBroker, free_port, port_open
+from streams.kafka.reader import read
+from streams.kafka.topics import all_topics
 from tests.replays import iu
+
+pytestmark = pytest.mark.integration  # starts brokers, workers or `iu` processes
 
 
 def test_topics_are_created_with_their_partition_counts(broker):

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from streams.broker import EmbeddedBroker, free_port
+import pytest
+
 from streams.cli import build_parser
+from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
 from tests.replays import iu
+
+pytestmark = pytest.mark.integration  # starts brokers, workers or `iu` processes
 
 
 def test_synth_train_eval(tmp_path):

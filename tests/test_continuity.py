@@ -1,9 +1,9 @@
-"""Continuity (streams/continuity.py): pure bookkeeping, tested on hand-made records."""
+"""Continuity (streams/kafka/continuity.py): pure bookkeeping, tested on hand-made records."""
 
 from faust.types import TP
 
-from streams.continuity import IDLE_S, STALL_S, Continuity, Present
-from streams.processor import Record
+from streams.core.batch import Record
+from streams.kafka.continuity import IDLE_S, STALL_S, Continuity, Present
 
 A, B = TP("t", 0), TP("t", 1)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.data.contract import MAX_ID_BYTES, MAX_TITLE_BYTES, Event, Item
-from streams.decode import CatalogRecord, Reason, Rejected, decode_event, decode_item
+from streams.core.decode import CatalogRecord, Reason, Rejected, decode_event, decode_item
 
 SCENS = ("home", "search", "video")
 NOW = 1_800_000_000_000

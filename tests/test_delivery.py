@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from streams.delivery import EXIT_UNCOMMITTED, DeliveryFailed, delivered
+from streams.kafka.delivery import EXIT_UNCOMMITTED, DeliveryFailed, delivered
 
 
 def run(*outcomes: object, timeout: float = 1.0) -> None:
@@ -44,7 +44,7 @@ def test_a_record_never_acknowledged_fails_the_batch_at_the_timeout():
 
 def test_exit_uncommitted_skips_cleanup_that_would_commit():
     """`finally` blocks and atexit hooks (where Faust would commit) must not run."""
-    code = ("import atexit; from streams.delivery import exit_uncommitted\n"
+    code = ("import atexit; from streams.kafka.delivery import exit_uncommitted\n"
             "atexit.register(lambda: print('committed'))\n"
             "try:\n    exit_uncommitted('broker gone')\nfinally:\n    print('committed')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

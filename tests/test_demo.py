@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from streams.broker import free_port
 from streams.cli.dashboard import Snapshot, live_panel, shift_table
+from streams.kafka.broker import free_port
 
 
 def rendered(renderable: object) -> str:

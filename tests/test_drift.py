@@ -15,18 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from models.data.contract import Event
 from models.data.synth import SynthSpec, generate, shift_ts
 from streams.cli.datasets import write_synth
-from streams.drift import ALL, Detection, DriftDetectors
-from streams.monitor import Monitor
-from streams.novelty import CategoryNovelty
-from streams.processor import Record
-from streams.replay import event_json
-from streams.runtime import load_processor
+from streams.core.batch import Record
+from streams.kafka.replay import event_json
+from streams.kafka.topics import events_topic
+from streams.monitoring.drift import ALL, Detection, DriftDetectors
+from streams.monitoring.metrics import WorkerMetrics
+from streams.monitoring.monitor import Monitor
+from streams.monitoring.novelty import CategoryNovelty
 from streams.settings import Settings
-from streams.topics import events_topic
+from streams.worker.runtime import load_processor
 
 SPEC = SynthSpec(users=300, shift_at=0.5, seed=11)
 FALSE_ALARMS_BOUND = 1
@@ -87,10 +89,9 @@ def test_shift_is_detected_through_the_pipeline(synth_model: tuple[Path, Path], 
     micro-batches, as in the worker; alarms are located by the batch they came out of."""
     _, model = synth_model
     settings = Settings(model=str(model), milvus_uri=str(tmp_path / "milvus.db"))
-    processor = load_processor(settings)
-    monitor = Monitor(settings.scenarios, {events_topic(s): s for s in settings.scenarios}, settings.top_k,
-                      settings.quality_window, settings.monitor_users, processor.encoder.cfg.max_len,
-                      processor.catalog.categories)
+    metrics = WorkerMetrics(CollectorRegistry())
+    processor = load_processor(settings, metrics)
+    monitor = Monitor.from_settings(settings, processor.encoder.cfg.max_len, processor.catalog.categories, metrics)
     events = generate(SPEC)[0]
     shift = shift_index(events, SPEC)
     stop = shift + 2 * DELAY_BOUND

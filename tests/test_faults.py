@@ -11,7 +11,6 @@ last lists are withheld).
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,11 +18,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from models.data.contract import Event
+from models.data.contract import Event, Recommendation
 from ops.kafka.cluster import KafkaCluster
-from streams.replay import event_messages, publish
-from streams.supervise import MilvusServer, WorkerProcess
-from streams.topics import RECOMMENDATIONS
+from streams.kafka.replay import event_messages, publish
+from streams.kafka.topics import RECOMMENDATIONS
+from streams.testing.supervise import MilvusServer, WorkerProcess
 from tests.replays import N_REFERENCE, keyed_records, ml100k, replay, vector_gaps, wait_applied
 from tests.stacks import Stack
 
@@ -121,7 +120,7 @@ def test_fault_mid_replay_loses_nothing_and_every_list_arrives(tiny_model, refer
         gaps = vector_gaps(worker, kafka_stack.milvus_uri, scenarios) if fault == "kill-9-milvus" else {}
     assert {k: after[k] for k in SAME} == {k: reference[k] for k in SAME}, (after, reference)
     lists = keyed_records(kafka_stack.bootstrap, [RECOMMENDATIONS], set(scenarios), timeout=60)
-    triggers = {json.loads(value)["trigger_event_id"] for recs in lists.values() for *_, value in recs}
+    triggers = {Recommendation.from_json(value).trigger_event_id for recs in lists.values() for *_, value in recs}
     sent = sum(len(recs) for recs in lists.values())
     assert len(triggers) == stats["recommendations_out"], (sent, len(triggers), stats)
     due = {uid: {events[last[uid, sc]].event_id for sc in scs} for uid, scs in scenarios.items()

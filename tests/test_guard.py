@@ -7,14 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from pymilvus import MilvusClient
 
-from streams import metrics
 from streams.errors import VectorStoreError
-from streams.guard import StoreGuard
-from streams.runtime import load_processor
+from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.vectors import ITEMS, USERS, ItemRow, UserRow, VectorStore, id_filter
+from streams.vectors.guard import StoreGuard
+from streams.vectors.store import ITEMS, USERS, ItemRow, UserRow, VectorStore, id_filter
+from streams.worker.runtime import load_processor
 
 
 class ScriptedStore:
@@ -60,26 +61,34 @@ def row(user: str, x: float) -> UserRow:
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The guard's monotonic clock, which the test sets."""
     now = [0.0]
-    monkeypatch.setattr("streams.guard.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("streams.vectors.guard.time.monotonic", lambda: now[0])
     return now
+
+
+def fresh() -> WorkerMetrics:
+    """Metrics on a registry of the test's own: what it reads is what this test counted."""
+    return WorkerMetrics(CollectorRegistry())
+
+
+def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def down(capacity: int, **backoff: float) -> tuple[ScriptedStore, StoreGuard]:
     """A guard on a scripted store that is down."""
     store = ScriptedStore()
-    guard = StoreGuard(store, capacity=capacity, **backoff)  # type: ignore[arg-type]
+    guard = StoreGuard(store, capacity, fresh(), **backoff)  # type: ignore[arg-type]
     store.down = True
     return store, guard
 
 
 def test_pending_vectors_are_capped_newest_wins_and_written_when_back(clock):
     store, guard = down(capacity=3)
-    dropped = metrics.VECTORS_DROPPED.labels("user")._value.get()
     guard.upsert_users([row("a", 1), row("b", 1)])
     assert not guard.up and guard.search_items(np.zeros((2, 4)), 5) is None  # no search while down
     guard.upsert_users([row("a", 2), row("c", 1), row("d", 1)])  # a replaced; b, the oldest, is evicted
     assert list(guard.users.rows) == ["a|home", "c|home", "d|home"]
-    assert metrics.VECTORS_DROPPED.labels("user")._value.get() == dropped + 1
+    assert sample(guard.metrics, "iu_vectors_dropped_total", kind="user") == 1
     store.down = False
     clock[0] = 100.0
     guard.flush()
@@ -123,7 +132,7 @@ def test_milvus_timeout_setting_bounds_each_call_to_a_hung_server(tiny_model, sh
     counts as down."""
     settings = Settings.from_env({"IU_MODEL": str(tiny_model), "IU_MILVUS_URI": shared_milvus.uri,
                                   "IU_MILVUS_TIMEOUT_S": "1"})
-    processor = load_processor(settings)
+    processor = load_processor(settings, fresh())
     query = np.ones((1, processor.encoder.cfg.dim), np.float32)
     assert processor.vectors.search_items(query, 5) is not None
     shared_milvus.pause()
@@ -150,14 +159,14 @@ def test_rows_the_store_refuses_are_left_out_and_never_taken_for_an_outage(milvu
     an over-long id on a server, which checks them): the others are written, those are counted as
     refused, and the store stays up, with nothing pending and lists still searched."""
     dim = 4
-    store = VectorStore(MilvusClient(milvus_uri), dim, 10)
-    guard = StoreGuard(store, capacity=100)
+    metrics = fresh()
+    store = VectorStore(MilvusClient(milvus_uri), dim, 10, metrics)
+    guard = StoreGuard(store, 100, metrics)
     good = [UserRow(f"u{k}", "home", np.full(dim, k + 1, np.float32), "v") for k in range(40)]
     bad = [UserRow("wrong-length", "home", np.ones(dim + 1, np.float32), "v"),
            UserRow("not-a-number", "home", np.array([np.nan, 1, 1, 1], np.float32), "v"),
            UserRow("電" * 90, "home", np.ones(dim, np.float32), "v")]
     rows = good[:13] + bad[:1] + good[13:27] + bad[1:] + good[27:]
-    refused = metrics.VECTORS_REFUSED.labels("user")._value.get()
     guard.upsert_users(rows)
     guard.upsert_items([ItemRow("i1", "one", np.ones(dim, np.float32), "v"),
                         ItemRow("i2", "two", np.ones(dim + 2, np.float32), "v")])
@@ -167,7 +176,7 @@ def test_rows_the_store_refuses_are_left_out_and_never_taken_for_an_outage(milvu
     stored = {r["key"] for r in client.query(USERS, filter=id_filter("key", [r.key for r in rows]),
                                              output_fields=["key"], consistency_level="Strong")}
     assert {r.key for r in good} <= stored and "wrong-length|home" not in stored
-    assert metrics.VECTORS_REFUSED.labels("user")._value.get() - refused == len(rows) - len(stored)
+    assert sample(metrics, "iu_vectors_refused_total", kind="user") == len(rows) - len(stored)
     assert [r["item_id"] for r in client.query(ITEMS, filter=id_filter("item_id", ["i1", "i2"]),
                                                output_fields=["item_id"], consistency_level="Strong")] == ["i1"]
     assert guard.search_items(np.ones((1, dim), np.float32), 1) == [[("i1", 4.0)]]

@@ -17,17 +17,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from models.data.contract import ACTIONS, MAX_ID_BYTES, MAX_TITLE_BYTES, Event, read_items
-from streams.processor import DEAD_LETTER_VALUE_BYTES
-from streams.replay import event_messages, publish
-from streams.supervise import WorkerProcess
-from streams.topics import DEAD_LETTERS, ITEMS, events_topic
+from models.data.contract import ACTIONS, DEAD_LETTER_VALUE_BYTES, MAX_ID_BYTES, MAX_TITLE_BYTES, Event, read_items
+from streams.kafka.replay import event_messages, publish
+from streams.kafka.topics import DEAD_LETTERS, ITEMS, events_topic
+from streams.testing.supervise import WorkerProcess
 from tests.replays import ML100K, ml100k, replay
 
 T = TypeVar("T")
 SCENARIOS = ("home", "search", "video")
 TS = 880_000_000_000
-CROWD = 20_000  # users in the table-read test
+CROWD = 12_000  # users in the table-read test
 # ids: every ASCII punctuation mark, letters, digits, a space, and text from far beyond ASCII
 ID_CHARS = st.sampled_from(string.punctuation + string.ascii_letters + string.digits + " ") | st.characters(
     codec="utf-8", categories=("L", "N", "P", "S"))
@@ -191,4 +190,6 @@ def test_whole_table_reads_leave_the_event_loop_free(tiny_model, stack, tmp_path
     slowest = max(answers)
     print(f"digest of {CROWD} users: {took:.2f} s; {len(answers)} /health answers meanwhile, slowest "
           f"{slowest * 1000:.0f} ms")
-    assert len(answers) >= 5 and slowest < took / 2, (took, sorted(answers)[-5:])  # on the loop: about `took`
+    # on the loop: 1 or 2 answers, the slowest about `took`. Beside it: many, the slowest a fraction of it
+    # (RocksDB's iterator holds up the loop's own table writes while the states are read out).
+    assert len(answers) >= 5 and slowest < 0.6 * took, (took, sorted(answers)[-5:])

@@ -1,5 +1,5 @@
 """The private names of Faust, aiokafka and mode that the worker overrides or calls
-(streams/transport.py, streams/app.py), at the versions pyproject.toml pins. An upgrade that
+(streams/kafka/faust_compat.py), at the versions pyproject.toml pins. An upgrade that
 renames one, changes its parameters or stops reading it fails here, naming it, instead of showing
 up later as an event lost or applied twice."""
 
@@ -18,22 +18,22 @@ from faust.transport.drivers import aiokafka as driver
 
 # (owner, name, parameter names): overridden (o) or called (c) by our code
 SIGNATURES = [
-    (driver.AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"]),  # o, transport.py
-    (driver.AIOKafkaConsumerThread, "_ensure_consumer", ["self"]),  # c, transport.py
-    (driver.AIOKafkaConsumerThread, "seek_to_committed", ["self"]),  # o, transport.py
-    (driver.AIOKafkaConsumerThread, "highwaters", ["self", "partitions"]),  # o, transport.py
-    (driver.AIOKafkaConsumerThread, "call_thread", ["self", "fun", "args", "kwargs"]),  # c, transport.py
-    (driver.Consumer, "_filter_committable_offsets", ["self", "tps"]),  # o, transport.py
-    (driver.Consumer, "_should_commit", ["self", "tp", "offset"]),  # c, transport.py
-    (driver.Consumer, "_new_consumer_thread", ["self"]),  # o, transport.py
-    (driver.Consumer, "wait_first", ["self", "coros", "timeout"]),  # o, transport.py
-    (Stream, "_set_current_event", ["self", "event"]),  # c, app.py
+    (driver.AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"]),  # o, faust_compat.py
+    (driver.AIOKafkaConsumerThread, "_ensure_consumer", ["self"]),  # c, faust_compat.py
+    (driver.AIOKafkaConsumerThread, "seek_to_committed", ["self"]),  # o, faust_compat.py
+    (driver.AIOKafkaConsumerThread, "highwaters", ["self", "partitions"]),  # o, faust_compat.py
+    (driver.AIOKafkaConsumerThread, "call_thread", ["self", "fun", "args", "kwargs"]),  # c, faust_compat.py
+    (driver.Consumer, "_filter_committable_offsets", ["self", "tps"]),  # o, faust_compat.py
+    (driver.Consumer, "_should_commit", ["self", "tp", "offset"]),  # c, faust_compat.py
+    (driver.Consumer, "_new_consumer_thread", ["self"]),  # o, faust_compat.py
+    (driver.Consumer, "wait_first", ["self", "coros", "timeout"]),  # o, faust_compat.py
+    (Stream, "_set_current_event", ["self", "event"]),  # c, faust_compat.py
     (argparse.HelpFormatter, "_get_help_string", ["self", "action"]),  # o, streams/cli
 ]
 
 # (function, what its source must contain): attributes we set or read, and the call shape we assume
 SOURCES = [
-    (aiokafka.AIOKafkaConsumer.__init__, "self._fetch_max_wait_ms"),  # set by transport.py after construction
+    (aiokafka.AIOKafkaConsumer.__init__, "self._fetch_max_wait_ms"),  # set by faust_compat.py after construction
     (aiokafka.AIOKafkaConsumer.start, "self._fetch_max_wait_ms"),  # read when the consumer starts
     (mode.Service.__init__, "self._stopped"),  # read by MendedConsumer.wait_first
     (mode.Service.__init__, "self._crashed"),

@@ -13,13 +13,13 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streams.app import GAUGE_INTERVAL_S
-from streams.broker import prepare_topics, present_offsets
-from streams.continuity import IDLE_S, STALL_S
-from streams.replay import event_json
+from streams.kafka.admin import prepare_topics, present_offsets
+from streams.kafka.continuity import IDLE_S, STALL_S
+from streams.kafka.replay import event_json
+from streams.kafka.topics import all_topics, changelog_topic, events_topic, internal_topics
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
-from streams.topics import all_topics, changelog_topic, events_topic, internal_topics
+from streams.testing.supervise import WorkerProcess
+from streams.worker.gauges import GAUGE_INTERVAL_S
 from tests.replays import ml100k, replay, wait_applied
 
 TRANSACTION = 50
@@ -93,7 +93,7 @@ def test_transaction_markers_and_deleted_records_are_passed_over_not_fetched_for
         assert again.get("/state/digest")["events_applied"] == len(events) - len(present)
         assert again.metric("iu_offsets_skipped_total") >= cut - committed.offset
         # A restart may fetch a partition again once (records Faust drops around its seek, see
-        # streams/continuity.py); the deleted range is never among them, or it would be fetched for good.
+        # streams/kafka/continuity.py); the deleted range is never among them, or it would be fetched for good.
         refetches = again.metric("iu_consumer_refetches_total")
         assert refetches <= Settings.from_env(env).partitions * len(settings.scenarios), again.tail()
     print(f"{transactions} transactions, {skipped:.0f} offsets passed over; {len(present)} records deleted unread")

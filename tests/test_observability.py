@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from models.data.contract import read_events, read_items
-from streams.broker import free_port
-from streams.replay import event_messages, publish, publish_catalog
+from streams.kafka.broker import free_port
+from streams.kafka.replay import event_messages, publish, publish_catalog
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
+from streams.testing.supervise import WorkerProcess
 
 ML100K = Path("var/data/ml-100k")
 DASHBOARD = Path("ops/grafana/dashboards/interest-updater.json")

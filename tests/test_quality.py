@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.drift import DriftDetectors
-from streams.quality import OnlineQuality, TopCounts
+from streams.monitoring.drift import DriftDetectors
+from streams.monitoring.quality import OnlineQuality, TopCounts
 
 SCENARIOS = ("home", "search")
 

@@ -3,7 +3,7 @@ hop limit is in test_reliability's takeover test, the live 503s in test_hostile)
 
 from __future__ import annotations
 
-from streams.routing import HOP_HEADER, Admission, forwarded_headers
+from streams.worker.routing import HOP_HEADER, Admission, forwarded_headers
 
 
 def test_a_forwarded_request_keeps_only_accept_and_says_who_forwarded_it():

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.views import ViewLayout
-from streams.rank import rerank
-from streams.state import Outcome, Step, UserState
+from streams.core.rank import rerank
+from streams.core.state import Outcome, Step, UserState
 
 LAYOUT = ViewLayout.build(("home", "search", "video"), 24.0, 180.0)
 DIM, L = 8, 5

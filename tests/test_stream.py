@@ -18,13 +18,13 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from models.data.contract import MAX_TITLE_BYTES, Event, Item, read_events, read_items
-from streams.broker import free_port
-from streams.replay import event_messages, producer, publish, publish_catalog
+from models.data.contract import MAX_TITLE_BYTES, Event, Item, Recommendation, read_events, read_items
+from streams.core.state import event_hash
+from streams.kafka.broker import free_port
+from streams.kafka.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic, partition_of
 from streams.settings import Settings
-from streams.state import event_hash
-from streams.supervise import WorkerProcess
-from streams.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic, partition_of
+from streams.testing.supervise import WorkerProcess
 from tests.replays import keyed_records, ml100k, replay, wait_applied
 
 ML100K = Path("var/data/ml-100k")
@@ -81,20 +81,20 @@ def test_events_state_recommendations_dead_letters_and_restart(tiny_model, stack
             assert [r["item_id"] for r in got["recent_items"]] == [e.item_id for e in reversed(last)]
             assert abs(sum(v["weight"] for v in got["views"].values()) - 1) < 1e-3
         # Every skip is the duplicate or a record offered again (a partition fetched again, see
-        # streams/continuity.py: at least once), and each is applied once.
+        # streams/kafka/continuity.py: at least once), and each is applied once.
         assert skipped == stats["duplicate"] + stats.get("redelivered", 0), stats
 
         # Every user with events gets recommendations; a plain consumer can parse them. The latest one
         # per user (a key's messages keep their order) excludes what the user interacted with.
         recs = consume_all(bootstrap, RECOMMENDATIONS, lambda ms: len(ms) >= stats["recommendations_out"])
         assert len(recs) == stats["recommendations_out"]
-        by_user = {m.key().decode(): json.loads(m.value()) for m in recs}
+        by_user = {m.key().decode(): Recommendation.from_json(m.value()) for m in recs}
         assert set(by_user) == set(per_user)
         for uid, rec in by_user.items():
-            assert rec["user_id"] == uid and len(rec["items"]) == 10
-            assert not {i["item_id"] for i in rec["items"]} & {r["item_id"] for r in
+            assert rec.user_id == uid and len(rec.items) == 10
+            assert not set(rec.item_ids) & {r["item_id"] for r in
                                                                worker.get(f"/users/{uid}/interest")["recent_items"]}
-            assert rec["emitted_ts"] >= rec["ingest_ts"] and rec["model_version"].startswith("tiny-")
+            assert rec.emitted_ts >= rec.ingest_ts and rec.model_version.startswith("tiny-")
 
         # Every bad record is dead-lettered with its own reason and its original bytes.
         dlq = consume_all(bootstrap, DEAD_LETTERS, lambda ms: len(ms) >= len(BAD))

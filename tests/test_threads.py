@@ -1,4 +1,4 @@
-"""The per-batch thread budget (streams/threads.py), with the real torch and numpy's real BLAS.
+"""The per-batch thread budget (streams/worker/threads.py), with the real torch and numpy's real BLAS.
 
 In a fresh interpreter, as in the worker, where the compute thread is the only one that sets the
 counts: OpenBLAS (numpy's and scipy's builds, 0.3.30/0.3.31) ignores a count set from one thread once
@@ -16,7 +16,7 @@ PROBE = """
 import json, threading
 import numpy, torch
 from threadpoolctl import threadpool_info
-from streams.threads import ComputeThreads
+from streams.worker.threads import ComputeThreads
 
 def blas():
     return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
@@ -44,7 +44,7 @@ def test_partial_and_full_batches_get_their_counts_in_the_compute_thread():
 
 
 def test_the_worker_shares_the_gil_at_the_interval_it_is_given():
-    probe = ("import sys; from streams.settings import Settings; from streams.threads import share_gil; "
+    probe = ("import sys; from streams.settings import Settings; from streams.worker.threads import share_gil; "
              "share_gil(Settings.from_env({'IU_GIL_SWITCH_MS': '0.25'}).gil_switch_ms); print(sys.getswitchinterval())")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert abs(float(out.stdout) - 0.00025) < 1e-9

@@ -1,4 +1,4 @@
-"""The mended consumer (streams/transport.py): the seek to committed offsets, against a real broker
+"""The mended consumer (streams/kafka/faust_compat.py): the seek to committed offsets, against a real broker
 with aiokafka, and the drain's in-place `wait_first`, on a plain mode service.
 
 A worker's consumer may fetch (and Faust drop) records while its partitions are being assigned; the
@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 from mode import Service
 
-from streams.broker import create_topics
-from streams.transport import seek_to_committed_or_reset, wait_first_in_place
+from streams.kafka.admin import create_topics
+from streams.kafka.faust_compat import seek_to_committed_or_reset, wait_first_in_place
 
 RECORDS = 10  # per partition
 COMMITTED = {0: 5, 1: None, 2: 0}  # partition -> committed offset (None: never committed)

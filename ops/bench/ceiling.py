@@ -5,16 +5,13 @@ what Faust itself costs per event on this machine, so the worker's throughput ca
 ratio of it. Started by `ops.bench.e2e` as
 
     IU_KAFKA_BOOTSTRAP=host:port python -m ops.bench.ceiling worker --without-web -l warn
-
-(Until 2026-12-02 it ran twice, with and without the one-record-per-produce-batch workaround that
-Tansu's ListOffsets once needed; the transport corrects the end offsets now, so there is one way.)
 """
 
 from __future__ import annotations
 
 import faust
 
-from streams.app import broker_options, tune_transport
+from streams.kafka.profiles import broker_options, tune_transport
 from streams.settings import Settings
 
 APP_ID = "iu-bench-ceiling"  # Faust's leader topic is f"{APP_ID}-__assignor-__leader"

@@ -15,32 +15,31 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer
 
-from models.data.contract import Event, read_events, read_items
+from models.data.contract import Event, Recommendation, read_events, read_items
 from ops.bench import ceiling
+from ops.bench.measure import Collector, counted, cpu_of, cpu_seconds, idle_cpu, stage_means, stage_totals
 from ops.bench.report import emit, machine
 from ops.kafka.cluster import KafkaCluster
-from streams.broker import EmbeddedBroker, create_topics, free_port, prepare_topics
 from streams.cli.datasets import resolve
-from streams.heap import settle_heap
-from streams.metrics import STAGES
-from streams.replay import event_json, event_messages, producer, publish, publish_catalog
+from streams.kafka.admin import create_topics, prepare_topics
+from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.replay import event_json, event_messages, producer, publish, publish_catalog
+from streams.kafka.topics import RECOMMENDATIONS
+from streams.monitoring.metrics import STAGES
 from streams.settings import Settings
-from streams.supervise import MilvusServer, WorkerProcess
-from streams.topics import RECOMMENDATIONS
+from streams.testing.supervise import MilvusServer, WorkerProcess
+from streams.worker.heap import settle_heap
 
 YEAR_MS = 365 * 86_400_000
 STACK_NAMES = {"embedded": "Tansu broker, milvus-lite, exact in-worker retrieval",
@@ -53,68 +52,6 @@ def endless(events: list[Event]) -> Iterator[Event]:
         for e in events:
             yield e if k == 0 else Event(f"{e.event_id}#{k}", e.user_id, e.item_id, e.action, e.scenario,
                                          e.ts + k * YEAR_MS)
-
-
-class Collector(threading.Thread):
-    """Reads a topic from the start in the background: each message's value, as it arrives."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}-{time.time_ns()}",
-                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        self.consumer.subscribe([topic])
-        self.values: list[bytes] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            for msg in self.consumer.consume(1000, 0.2):
-                if not msg.error():
-                    self.values.append(msg.value())
-        self.consumer.close()
-
-    def wait_count(self, n: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.values) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.values)} of {n} messages within {timeout:.0f} s")
-            time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stage_totals(workers: list[WorkerProcess]) -> dict[str, list[float]]:
-    """Seconds and calls so far per pipeline stage, and events and micro-batches (key "batch"), summed
-    over the workers."""
-    totals: dict[str, list[float]] = {}
-    for s in (s for w in workers for s in w.samples()):
-        if s.name.startswith(("iu_stage_duration_seconds_", "iu_batch_size_events_")) and \
-                s.name.endswith(("_sum", "_count")):
-            key = s.labels.get("stage", "batch")
-            totals.setdefault(key, [0.0, 0.0])[s.name.endswith("_count")] += s.value
-    return totals
-
-
-def counted(workers: list[WorkerProcess], key: str) -> int:
-    """A /stats counter summed over the workers."""
-    return sum(w.get("/stats").get(key, 0) for w in workers)
-
-
-def cpu_of(workers: list[WorkerProcess]) -> float:
-    return sum(cpu_seconds(w.proc.pid) for w in workers if w.proc is not None)
-
-
-def stage_means(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
-    """Per stage, mean ms per call between two `stage_totals`; "batch": mean events per micro-batch."""
-    out = {}
-    for key, (total, calls) in after.items():
-        t0, c0 = before.get(key, [0.0, 0.0])
-        if calls > c0:
-            out[key] = round((total - t0) / (calls - c0) * (1 if key == "batch" else 1000), 2)
-    return out
 
 
 def phase(name: str, rate: float, events: list[Event], prod, workers: list[WorkerProcess], recs: Collector,
@@ -132,8 +69,7 @@ def phase(name: str, rate: float, events: list[Event], prod, workers: list[Worke
     elapsed, cpu = time.time() - t0, cpu_of(workers) - cpu0
     lists = counted(workers, "recommendations_out") - lists_before
     recs.wait_count(seen + lists, 60)
-    latency = [json.loads(v) for v in recs.values[seen:seen + lists]]
-    ms = np.array([r["emitted_ts"] - r["ingest_ts"] for r in latency], float)
+    ms = np.array([Recommendation.from_json(v).latency_ms for v in recs.values[seen:seen + lists]], float)
     p50, p95, p99 = (np.percentile(ms, [50, 95, 99]) if len(ms) else (np.nan,) * 3)
     print(f"{name}: {len(events):,} events in {elapsed:.1f} s, p99 {p99:.0f} ms", file=sys.stderr)  # progress
     return {"phase": name, "offered_per_s": rate or None, "events": len(events), "seconds": round(elapsed, 2),
@@ -141,14 +77,6 @@ def phase(name: str, rate: float, events: list[Event], prod, workers: list[Worke
             "latency_ms_p50": round(float(p50)), "latency_ms_p95": round(float(p95)),
             "latency_ms_p99": round(float(p99)), "cpu_s_per_1k": round(1000 * cpu / len(events), 3),
             "stage_ms": stage_means(stages0, stage_totals(workers))}
-
-
-def idle_cpu(workers: list[WorkerProcess], seconds: float) -> float:
-    """CPU seconds per second that each worker spends with nothing to consume (timers, heartbeats,
-    fetch polls): the part of CPU per event that grows with the worker count, not with the load."""
-    cpu0 = cpu_of(workers)
-    time.sleep(seconds)
-    return round((cpu_of(workers) - cpu0) / seconds / len(workers), 4)
 
 
 def framework_ceiling(bootstrap: str, env: dict[str, str], events: list[Event], timeout: float) -> dict:

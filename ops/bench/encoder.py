@@ -50,7 +50,7 @@ def bench(model: MultiViewModel, dev: torch.device, dtype: str, batches: list[in
         @torch.inference_mode()
         def forward(t=t, autocast=autocast) -> None:
             with autocast:
-                enc.model.encode(enc._table_t, t["items"], t["actions"], t["scens"], t["gaps"])
+                enc.model.encode(enc.device_table, t["items"], t["actions"], t["scens"], t["gaps"])
 
         def encode(w=w) -> None:
             enc.encode(w)

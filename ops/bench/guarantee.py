@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from models.data.contract import read_events, read_items
-from ops.bench.e2e import Collector, data_and_model, endless, phase, stack
+from models.data.contract import Recommendation, read_events, read_items
+from ops.bench.e2e import data_and_model, endless, phase, stack
+from ops.bench.measure import Collector
 from ops.bench.report import emit, machine
-from streams.broker import free_port, prepare_topics
-from streams.reader import read
-from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.admin import prepare_topics
+from streams.kafka.broker import free_port
+from streams.kafka.reader import read
+from streams.kafka.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.topics import RECOMMENDATIONS
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
-from streams.topics import RECOMMENDATIONS
+from streams.testing.supervise import WorkerProcess
 
 GUARANTEES = ("at_least_once", "exactly_once")
 
@@ -36,7 +37,8 @@ GUARANTEES = ("at_least_once", "exactly_once")
 def committed_lists(bootstrap: str) -> list[str]:
     """The trigger event id of every list on iu.recommendations, read from the start until nothing
     more comes for 5 s, by a consumer that reads committed records only (librdkafka's default)."""
-    return [json.loads(value)["trigger_event_id"] for value in read(bootstrap, RECOMMENDATIONS, idle_timeout=5)]
+    return [Recommendation.from_json(value).trigger_event_id
+            for value in read(bootstrap, RECOMMENDATIONS, idle_timeout=5)]
 
 
 def run_guarantee(guarantee: str, args: argparse.Namespace, model: Path, folder: Path) -> dict:

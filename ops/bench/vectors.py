@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
 from models.inference import top_inner_product
 from ops.bench.report import emit, machine
-from streams.vectors import ItemRow, UserRow, VectorStore, connect
+from streams.monitoring.metrics import WorkerMetrics
+from streams.vectors.store import ItemRow, UserRow, VectorStore, connect
 
 DIM = 64
 LIMIT = 90  # what the worker asks for: 4 * top_k + max_len
@@ -91,7 +93,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="iu-bench-vectors-") as tmp:
         for n in (int(x) for x in args.sizes.split(",")):
             client = connect(str(Path(tmp) / f"{n}.db"))
-            store = VectorStore(client, DIM, timeout_s=900)  # the first search at 1M builds the index: minutes
+            # a long timeout: the first search at 1M builds the index, which takes minutes
+            store = VectorStore(client, DIM, 900, WorkerMetrics(CollectorRegistry()))
             results.append(bench_size(store, n, args.queries, args.batch, rng))
             client.close()
     result = {"machine": f"{machine()}; milvus-lite in process; d={DIM}, limit={LIMIT}, HNSW", "rows": results}

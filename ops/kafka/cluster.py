@@ -21,9 +21,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import free_port
 from streams.errors import BrokerError
-from streams.supervise import LogFile
+from streams.kafka.broker import free_port
+from streams.testing.supervise import LogFile, wait_or_kill
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -136,11 +136,7 @@ class Node(LogFile):
         """A controlled shutdown, waited for; SIGKILL past `timeout`."""
         self.terminate()
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            wait_or_kill(self.proc, timeout)
         self._close_log()
 
     def kill(self) -> None:

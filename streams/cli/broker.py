@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from streams.broker import MEMORY_ONLY, Recorded, create_topics, local_broker
 from streams.errors import BrokerError
+from streams.kafka.admin import create_topics
+from streams.kafka.broker import MEMORY_ONLY, Recorded, local_broker
+from streams.kafka.topics import all_topics
 from streams.settings import Settings
-from streams.topics import all_topics
 
 NOT_RUNNING = 3  # `iu broker status`'s exit code when none runs, as `systemctl status` has it
 

@@ -23,15 +23,16 @@ from rich.console import Console
 from rich.live import Live
 
 from models.data.contract import Event, read_events, read_items
-from streams.broker import broker_for, free_port, port_open, prepare_topics
 from streams.cli.dashboard import Snapshot, live_panel, shift_table
 from streams.cli.datasets import resolve
 from streams.errors import WorkerError
-from streams.heap import settle_heap
-from streams.recwatch import RecommendationWatcher
-from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.admin import prepare_topics
+from streams.kafka.broker import broker_for, free_port, port_open
+from streams.kafka.replay import event_messages, producer, publish, publish_catalog
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
+from streams.testing.recwatch import RecommendationWatcher
+from streams.testing.supervise import WorkerProcess
+from streams.worker.heap import settle_heap
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -192,8 +193,8 @@ def _show_shifts(args: argparse.Namespace, watcher: RecommendationWatcher, event
         e = events.get(after.trigger_event_id)
         latest = f"{e.action} on {titles.get(e.item_id, e.item_id)} ({e.scenario})" if e else after.trigger_event_id
         console.print()
-        console.print(shift_table(user, latest, [titles.get(i, i) for i in before.items],
-                                  [titles.get(i, i) for i in after.items]))
+        console.print(shift_table(user, latest, [titles.get(i, i) for i in before.item_ids],
+                                  [titles.get(i, i) for i in after.item_ids]))
 
 
 def _summary(stats: dict, watcher: RecommendationWatcher, elapsed_s: float, top_k: int) -> dict:

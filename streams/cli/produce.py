@@ -8,11 +8,12 @@ import sys
 from collections.abc import Iterator
 
 from models.data.contract import read_events, read_items
-from streams.broker import configured_bootstrap, create_topics
 from streams.cli.datasets import resolve
-from streams.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.admin import create_topics
+from streams.kafka.broker import configured_bootstrap
+from streams.kafka.replay import event_messages, producer, publish, publish_catalog
+from streams.kafka.topics import all_topics, events_topic
 from streams.settings import Settings
-from streams.topics import all_topics, events_topic
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:

@@ -9,11 +9,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from streams.broker import configured_bootstrap
 from streams.errors import WorkerError
-from streams.reader import read
+from streams.kafka.broker import configured_bootstrap
+from streams.kafka.reader import read
+from streams.kafka.topics import RECOMMENDATIONS
 from streams.settings import Settings
-from streams.topics import RECOMMENDATIONS
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:

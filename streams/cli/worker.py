@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.broker import cluster_id, local_broker, port_open, prepare_topics
 from streams.cli.broker import announce
 from streams.errors import WorkerError
-from streams.heap import settle_heap, time_collections
+from streams.kafka.admin import prepare_topics
+from streams.kafka.broker import cluster_id, local_broker, port_open
 from streams.settings import Settings
+from streams.worker.heap import settle_heap, time_collections
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust.worker import Worker
 
-    from streams import metrics
-    from streams.app import build_app
-    from streams.runtime import claim_tables, load_processor
-    from streams.threads import share_gil
+    from streams.monitoring.metrics import WorkerMetrics
+    from streams.worker.app import build_app
+    from streams.worker.runtime import claim_tables, load_processor
+    from streams.worker.threads import share_gil
 
     if port_open(settings.web_host, settings.web_port):
         raise WorkerError(f"port {settings.web_host}:{settings.web_port} is in use (is a worker running already?): "
@@ -46,11 +47,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         announce(found, started)
         bootstrap = found.bootstrap
     replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
-    app = build_app(settings, bootstrap, load_processor(settings), replication)
+    metrics = WorkerMetrics()  # the process's default registry: /metrics serves it
+    app = build_app(settings, bootstrap, load_processor(settings, metrics), metrics, replication)
     claim_tables(settings, Path(app.conf.tabledir), cluster_id(bootstrap, 10.0) or "unknown")
     share_gil(settings.gil_switch_ms)
-    metrics.GC_FROZEN.set(settle_heap())
-    time_collections(lambda generation, seconds: metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
+    metrics.gc_frozen.set(settle_heap())
+    time_collections(lambda generation, seconds: metrics.gc_pause.labels(str(generation)).observe(seconds))
     try:
         Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     except SystemExit as e:

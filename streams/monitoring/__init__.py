@@ -1,0 +1,2 @@
+"""Prometheus metrics, the online evaluation (River) and drift detection.
+"""

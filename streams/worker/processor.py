@@ -1,0 +1,165 @@
+"""One micro-batch from consumed records to outputs: decode → state → vectors → recommendations.
+
+Kept free of Faust so that it can be tested and benchmarked alone; the Faust agent (streams/worker/app.py)
+feeds it records plus the touched users' stored states and writes back what it returns. Whatever the
+batch size, it costs one encoder forward pass, one user-vector upsert and one ANN search.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+
+import numpy as np
+
+from models.data.contract import ACTIONS, Event, Item, Recommendation
+from models.data.dataset import UserSeq
+from models.inference import InterestEncoder, pad_windows
+from streams.core.batch import Accepted, BatchResult, DeadLetter, Emission, Ranked, Record
+from streams.core.decode import Reason, Rejected, decode_event
+from streams.core.rank import rerank
+from streams.core.state import Outcome, Step, UserState
+from streams.errors import VectorStoreError
+from streams.kafka.topics import events_topic
+from streams.monitoring.metrics import WorkerMetrics
+from streams.settings import Settings
+from streams.vectors.catalog import Catalog
+from streams.vectors.guard import StoreGuard
+from streams.vectors.store import UserRow, VectorStore
+from streams.worker.threads import ComputeThreads
+
+
+class Processor:
+    def __init__(self, encoder: InterestEncoder, catalog: Catalog, store: VectorStore, settings: Settings,
+                 metrics: WorkerMetrics) -> None:
+        missing = set(settings.scenarios) - set(encoder.cfg.scenarios)
+        if missing:
+            raise ValueError(f"scenarios {sorted(missing)} are not known to model {encoder.model_version}; "
+                             f"it was trained on {list(encoder.cfg.scenarios)}")
+        self.encoder, self.catalog, self.settings, self.metrics = encoder, catalog, settings, metrics
+        self.vectors = StoreGuard(store, settings.pending_vectors, metrics)
+        self.scen_index = {s: k + 1 for k, s in enumerate(encoder.cfg.scenarios)}
+        self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
+        self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
+        self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
+        self.threads = ComputeThreads(*settings.thread_budget)
+
+    def add_items(self, items: list[Item]) -> None:
+        """Catalog records: known here at once, in the vector store once it answers."""
+        self.vectors.upsert_items(self.catalog.add(items))
+
+    def load_state(self, raw: bytes | None) -> UserState:
+        if raw is None:
+            return UserState.empty(self.n_views, self.dim)
+        return UserState.from_bytes(raw, self.n_views, self.dim)
+
+    def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
+        """`stored`: the current state bytes of every user whose key appears in `records`."""
+        self.metrics.compute_threads.set(self.threads.fit(backlog=len(records) >= self.settings.batch_size))
+        out = BatchResult()
+        with self.metrics.stage("decode"):
+            valid = self._decode(records, out)
+        states: dict[str, UserState] = {}
+        triggers: dict[str, tuple[Record, Event]] = {}
+        with self.metrics.stage("state"):
+            by_user: dict[str, list[int]] = {}
+            for n, (_, ev) in enumerate(valid):
+                by_user.setdefault(ev.user_id, []).append(n)
+            outcomes: list[Outcome] = [Outcome.APPLIED] * len(valid)
+            for uid, ns in by_user.items():
+                st = states[uid] = self.load_state(stored.get(uid))
+                steps = [self._step(*valid[n]) for n in ns]
+                vecs = self.catalog.matrix([s.item_id for s in steps])
+                for n, outcome in zip(ns, st.apply_many(self.encoder.layout, self.encoder.cfg.max_len, steps, vecs),
+                                      strict=True):
+                    outcomes[n] = outcome
+                    if outcome in (Outcome.APPLIED, Outcome.LATE):
+                        triggers[uid] = valid[n]
+            out.accepted = [Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, o)
+                            for (_, ev), o in zip(valid, outcomes, strict=True)]
+            out.states = {uid: st.to_bytes() for uid, st in states.items()}
+        if triggers:
+            users = list(triggers)
+            ranked = self.rank([(u, states[u], triggers[u][1].scenario) for u in users], upsert=True)
+            now = time.time()
+            for uid, r in zip(users, ranked, strict=True):
+                if r is None:  # Milvus is down: no list rather than a stale one (streams/vectors/guard.py)
+                    out.withheld += 1
+                    continue
+                rec, ev = triggers[uid]
+                out.recommendations.append((uid.encode(), Recommendation(
+                    uid, ev.scenario, tuple(r.items), self.encoder.model_version, ev.event_id, ev.ts,
+                    rec.timestamp_ms, int(now * 1000)).to_json()))
+                out.emitted.append(Emission(uid, ev.scenario, [i for i, _ in r.items], frozenset(states[uid].items),
+                                            r.fused, now - rec.timestamp_ms / 1000))
+        return out
+
+    def _step(self, rec: Record, ev: Event) -> Step:
+        return Step(ev.event_id, ev.item_id, self.act_index[ev.action], self.scen_index[ev.scenario], ev.ts,
+                    self.topic_index.get(rec.topic, 0), rec.partition, rec.offset)
+
+    def _decode(self, records: list[Record], out: BatchResult) -> list[tuple[Record, Event]]:
+        valid: list[tuple[Record, Event]] = []
+        now_ms = int(time.time() * 1000)
+        for rec in records:
+            ev = decode_event(rec.value, self.settings.scenarios, now_ms)
+            if isinstance(ev, Event) and rec.key != ev.user_id.encode():
+                ev = Rejected(Reason.KEY_MISMATCH, f"message key {rec.key!r:.60} is not user_id {ev.user_id!r:.60}")
+            if isinstance(ev, Rejected):
+                out.dead_letters.append(DeadLetter(rec, ev.reason, ev.detail))
+            else:
+                valid.append((rec, ev))
+        asked = {ev.item_id for _, ev in valid if ev.item_id not in self.catalog}
+        try:
+            unknown, reason, why = self.catalog.resolve(asked), Reason.UNKNOWN_ITEM, "is not in the catalog"
+        except VectorStoreError:  # it may well exist: the event is valid, and replayable from the DLQ
+            unknown, reason, why = asked, Reason.ITEM_UNAVAILABLE, "is not known here and Milvus is down"
+        out.dead_letters += [DeadLetter(rec, reason, f"item {ev.item_id!r:.60} {why}")
+                             for rec, ev in valid if ev.item_id in unknown]
+        return [(rec, ev) for rec, ev in valid if ev.item_id not in unknown]
+
+    def _resolve_quietly(self, ids: set[str]) -> None:
+        """Items another worker registered, fetched if Milvus answers; while it is down they are simply
+        left out of encoder inputs and candidate lists."""
+        if ids:
+            with suppress(VectorStoreError):
+                self.catalog.resolve(ids)
+
+    def history(self, user_id: str, st: UserState) -> UserSeq:
+        """The ring as the encoder's input; items this worker cannot place are left out."""
+        keep = np.array([i in self.catalog for i in st.items], bool)
+        idx = np.array([self.catalog.index[i] for i in st.items if i in self.catalog], np.int64)
+        r = st.ring[keep]
+        return UserSeq(user_id, idx, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
+
+    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
+        """Fused vectors for (user, state, target scenario), ranked lists (None while a Milvus search is
+        impossible); one forward, one search."""
+        # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
+        self._resolve_quietly({i for _, st, _ in requests for i in st.items if i not in self.catalog})
+        with self.metrics.stage("encode"):
+            histories = [self.history(u, st) for u, st, _ in requests]
+            short = self.encoder.encode(pad_windows(histories, self.encoder.cfg.max_len))
+            views = np.stack([st.views.mean for _, st, _ in requests])
+            present = np.stack([st.views.count > 0 for _, st, _ in requests])
+            scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
+            fused, weights = self.encoder.fuse(short, views, present, scens)
+        if upsert:
+            with self.metrics.stage("upsert"):
+                self.vectors.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)
+                                           for k, (u, _, s) in enumerate(requests)])
+        k = self.settings.top_k
+        limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
+        with self.metrics.stage("search"):
+            if self.settings.local_retrieval:
+                candidates = self.catalog.search(fused, limit)
+            else:
+                candidates = self.vectors.search_items(fused, limit)
+                if candidates is None:
+                    return [None] * len(requests)
+                self._resolve_quietly({i for c in candidates for i, _ in c if i not in self.catalog})
+        with self.metrics.stage("rerank"):
+            known = [[(i, s) for i, s in c if i in self.catalog] for c in candidates]  # unresolved: can't re-rank
+            lists = rerank(known, [set(st.items) for _, st, _ in requests], self.catalog.matrix, k,
+                           self.settings.diversity)
+            return [Ranked(items, fused[n], weights[n]) for n, items in enumerate(lists)]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from models.data.dataset import SequenceData, build
 from models.data.synth import SynthSpec, generate
@@ -61,12 +61,17 @@ def small_synth() -> SequenceData:
 
 
 def _consume_all(bootstrap: str, topic: str, until: object, timeout: float = 60.0) -> list:
-    """Plain confluent-kafka, from the beginning, until `until(messages)` holds or the timeout."""
+    """Plain confluent-kafka, every partition from the beginning, until `until(messages)` holds or the
+    timeout. Partitions are assigned, not subscribed to: a group join costs ~20 s on Tansu."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{topic}-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
     out, deadline = [], time.monotonic() + timeout
     try:
+        while not (found := c.list_topics(topic, timeout=10).topics.get(topic)) or found.error or not found.partitions:
+            if time.monotonic() > deadline:
+                return out
+            time.sleep(0.2)
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
         while time.monotonic() < deadline and not until(out):  # type: ignore[operator]
             msg = c.poll(0.5)
             if msg is not None and not msg.error():

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from models.data.contract import REASON_HEADER, REROUTED_HEADER, Recommendation
 from streams.core.batch import Record
-from streams.kafka.replay import event_json
+from streams.kafka.replay import event_json, event_messages
 from streams.kafka.topics import DEAD_LETTERS, RECOMMENDATIONS, events_topic, partition_of
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -35,8 +35,7 @@ def test_records_go_through_the_batch_handler_without_a_broker(tiny_model, tmp_p
     def own(key: bytes) -> int:
         return partition_of(key, settings.partitions)
 
-    records = [record(events_topic(e.scenario), e.user_id.encode(), event_json(e), own(e.user_id.encode()))
-               for e in events]
+    records = [record(topic, key, value, own(key)) for topic, key, value in event_messages(events)]
     records.append(record(events_topic("home"), b"1", b"{not json", own(b"1")))
     stray = events[0]
     elsewhere = (own(stray.user_id.encode()) + 1) % settings.partitions

@@ -41,7 +41,7 @@ class MemoryIO:
     def stored(self, key: bytes) -> bytes | None:
         return self.table.get(key)
 
-    def write_states(self, states: Mapping[str, bytes]) -> list[Awaitable[Any]]:
+    def write_states(self, states: Mapping[str, bytes], owner: Mapping[bytes, int]) -> list[Awaitable[Any]]:
         self.table.update({uid.encode(): raw for uid, raw in states.items()})
         return []
 

@@ -16,6 +16,7 @@ The user state lives in the Faust table, not in Milvus, so an outage must not st
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -50,13 +51,12 @@ class Pending(Generic[Row]):
             self.metrics.vectors_dropped.labels(self.kind).inc()
 
     def oldest(self) -> list[Row]:
-        return list(self.rows.values())[:FLUSH_CHUNK]
+        return list(itertools.islice(self.rows.values(), FLUSH_CHUNK))
 
     def done(self, chunk: list[Row]) -> None:
         for r in chunk:
             if self.rows.get(r.key) is r:  # not replaced by a newer row meanwhile
                 del self.rows[r.key]
-        self.metrics.vectors_pending.labels(self.kind).set(len(self.rows))
 
 
 class StoreGuard:

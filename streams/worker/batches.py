@@ -38,8 +38,9 @@ class BatchIO(Protocol):
     def stored(self, key: bytes) -> bytes | None:
         """A user's state as the table holds it."""
 
-    def write_states(self, states: Mapping[str, bytes]) -> list[Awaitable[Any]]:
-        """Each user's new state into the table and its changelog; the sends to wait for."""
+    def write_states(self, states: Mapping[str, bytes], owner: Mapping[bytes, int]) -> list[Awaitable[Any]]:
+        """Each user's new state into the table and its changelog; the sends to wait for. `owner`: each
+        user key's own partition (its murmur2 hash), computed once per batch."""
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = (),
                    partition: int | None = None) -> Awaitable[Any]:
@@ -70,7 +71,7 @@ class BatchHandler:
         stored = {k.decode(errors="replace"): io.stored(k) for k in {r.key for r in records if r.key}}
         result = await self.offload(self.processor.process, records, stored)
         with self.metrics.stage("table"):
-            sent += io.write_states(result.states)
+            sent += io.write_states(result.states, owner)
         with self.metrics.stage("monitor"):
             detections = self.monitor.observe(result, len(records))
         with self.metrics.stage("produce"):

@@ -31,14 +31,11 @@ class Topics:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         names = [events_topic(s) for s in settings.scenarios]
         self.events = app.topic(*names, **RAW)
-        # each alone, to send a misrouted event again to its key's partition
-        self.event_topics = {name: app.topic(name, partitions=settings.partitions, **RAW) for name in names}
         self.items = app.topic(ITEMS, **RAW)
-        self.recommendations = app.topic(RECOMMENDATIONS, partitions=settings.partitions, **RAW)
-        self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **RAW)
-        self.drift = app.topic(DRIFT, partitions=1, **RAW)
-        self.by_name = {**self.event_topics, RECOMMENDATIONS: self.recommendations, DEAD_LETTERS: self.dead_letters,
-                        DRIFT: self.drift}
+        # produced to, by name: each event topic alone (a misrouted event goes to its key's partition)
+        partitions = {**dict.fromkeys(names, settings.partitions), RECOMMENDATIONS: settings.partitions,
+                      DEAD_LETTERS: 1, DRIFT: 1}
+        self.by_name = {name: app.topic(name, partitions=n, **RAW) for name, n in partitions.items()}
 
 
 class WorkerContext:

@@ -14,7 +14,6 @@ from streams.core.batch import Record
 from streams.kafka.admin import present_offsets
 from streams.kafka.continuity import Present
 from streams.kafka.faust_compat import write_states
-from streams.kafka.topics import partition_of
 from streams.worker.context import WorkerContext
 
 
@@ -33,17 +32,15 @@ class FaustIO:
     def stored(self, key: bytes) -> bytes | None:
         return self.ctx.table.get(key)
 
-    def write_states(self, states: Mapping[str, bytes]) -> list[Awaitable[Any]]:
+    def write_states(self, states: Mapping[str, bytes], owner: Mapping[bytes, int]) -> list[Awaitable[Any]]:
         assert self.stream is not None, "states are written from an agent's batch"
-        partitions = self.ctx.settings.partitions
         # each user's last event on the user's own partition (a misrouted copy is on another one)
-        last = {e.message.key: e for e in self.batch
-                if e.message.key is not None and partition_of(e.message.key, partitions) == e.message.partition}
+        last = {e.message.key: e for e in self.batch if owner.get(e.message.key) == e.message.partition}
         return write_states(self.stream, self.ctx.table, last, states)
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] = (),
                    partition: int | None = None) -> Awaitable[Any]:
-        return await self.ctx.topics.by_name[topic].send(key=key, value=value, headers=list(headers),
+        return await self.ctx.topics.by_name[topic].send(key=key, value=value, headers=headers or None,
                                                           partition=partition)
 
     async def seek(self, partitions: Mapping[TP, int]) -> None:

@@ -15,7 +15,7 @@ GAUGE_INTERVAL_S = 2.0
 def model_info(ctx: WorkerContext) -> None:
     encoder = ctx.processor.encoder
     ctx.metrics.model.info({"model_version": encoder.model_version, "device": str(encoder.device),
-                        "dim": str(ctx.processor.dim), "max_len": str(encoder.cfg.max_len)})
+                            "dim": str(ctx.processor.dim), "max_len": str(encoder.cfg.max_len)})
 
 
 async def refresh(ctx: WorkerContext, handler: BatchHandler) -> None:

@@ -8,8 +8,9 @@ dict is copied in one C call, which no write on the loop can interleave with, be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
@@ -20,21 +21,15 @@ from streams.core.state import UserState
 RETRIES = 3  # a walk that meets a rebalance (the store's set of partitions changing) starts over
 
 
-def pairs(table: faust.Table) -> Iterator[tuple[bytes, bytes]]:
+def pairs(table: faust.Table) -> list[tuple[bytes, bytes]]:
     """This worker's (user key, state bytes), as of about now; call in a thread."""
     store = table.data
     if isinstance(store, MemoryStore):
-        yield from list(store.data.items())
-        return
-    for attempt in range(RETRIES):
-        try:
-            found = list(store.items())
-        except RuntimeError:  # "changed size during iteration": assignment moved under the walk
-            if attempt == RETRIES - 1:
-                raise
-            continue
-        yield from found
-        return
+        return list(store.data.items())
+    for _ in range(RETRIES - 1):
+        with contextlib.suppress(RuntimeError):  # "changed size during iteration": assignment moved under it
+            return list(store.items())
+    return list(store.items())
 
 
 @dataclass

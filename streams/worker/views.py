@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -15,10 +14,8 @@ from streams.core.batch import Ranked
 from streams.core.state import UserState
 from streams.kafka.topics import ITEMS
 from streams.worker.context import WorkerContext
-from streams.worker.routing import owner_route, unavailable
+from streams.worker.routing import Handler, owner_route, unavailable
 from streams.worker.tablescan import digest
-
-Handler = Callable[..., Awaitable[Response]]
 
 
 class Refused(Exception):

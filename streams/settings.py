@@ -75,7 +75,10 @@ class Settings:
                                 "the oldest go beyond")
     retrieval: str = _opt("auto", "where candidates come from: `local` (exact, the worker's item table), `milvus` "
                           "(ANN search), `auto` (local on milvus-lite, milvus with a server)")
-    model: str = _opt("ml-100k", "the model the worker serves: a folder under `IU_MODEL_DIR`, or a path")
+    model: str = _opt("ml-100k", "the model the worker serves: a folder under `IU_MODEL_DIR`, or a path; the "
+                      "live version announced with `iu model deploy` takes its place")
+    model_grace_s: float = _opt(600.0, "how long a model version's Milvus collections are kept after workers "
+                                "switched away from it (a rollback within it finds them)")
     app_id: str = _opt("interest-updater", "Faust app id: the consumer group and the prefix of its internal topics")
     store: str = _opt("memory://", "Faust table store: `memory://` (state rebuilt from the changelog at start) or "
                       "`rocksdb://` (local RocksDB under `IU_STATE_DIR`, changelog-backed)")
@@ -136,6 +139,7 @@ class Settings:
             "quality_window": self.quality_window >= 1,
             "monitor_users": self.monitor_users >= 1,
             "milvus_timeout_s": self.milvus_timeout_s > 0,
+            "model_grace_s": self.model_grace_s >= 0,
             "delivery_timeout_s": self.delivery_timeout_s > 0,
             "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,

@@ -14,7 +14,7 @@ from streams.errors import VectorStoreError
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.vectors.guard import StoreGuard
-from streams.vectors.store import ITEMS, USERS, ItemRow, UserRow, VectorStore, id_filter
+from streams.vectors.store import ItemRow, UserRow, VectorStore, id_filter
 from streams.worker.runtime import load_processor
 
 
@@ -160,7 +160,7 @@ def test_rows_the_store_refuses_are_left_out_and_never_taken_for_an_outage(milvu
     refused, and the store stays up, with nothing pending and lists still searched."""
     dim = 4
     metrics = fresh()
-    store = VectorStore(MilvusClient(milvus_uri), dim, 10, metrics)
+    store = VectorStore(MilvusClient(milvus_uri), dim, 10, metrics, "v1")
     guard = StoreGuard(store, 100, metrics)
     good = [UserRow(f"u{k}", "home", np.full(dim, k + 1, np.float32), "v") for k in range(40)]
     bad = [UserRow("wrong-length", "home", np.ones(dim + 1, np.float32), "v"),
@@ -173,10 +173,10 @@ def test_rows_the_store_refuses_are_left_out_and_never_taken_for_an_outage(milvu
     assert guard.status() == {"up": True, "pending_vectors": 0, "pending_items": 0, "consecutive_failures": 0,
                               "last_error": ""}
     client = MilvusClient(milvus_uri)
-    stored = {r["key"] for r in client.query(USERS, filter=id_filter("key", [r.key for r in rows]),
+    stored = {r["key"] for r in client.query(store.users, filter=id_filter("key", [r.key for r in rows]),
                                              output_fields=["key"], consistency_level="Strong")}
     assert {r.key for r in good} <= stored and "wrong-length|home" not in stored
     assert sample(metrics, "iu_vectors_refused_total", kind="user") == len(rows) - len(stored)
-    assert [r["item_id"] for r in client.query(ITEMS, filter=id_filter("item_id", ["i1", "i2"]),
+    assert [r["item_id"] for r in client.query(store.items, filter=id_filter("item_id", ["i1", "i2"]),
                                                output_fields=["item_id"], consistency_level="Strong")] == ["i1"]
     assert guard.search_items(np.ones((1, dim), np.float32), 1) == [[("i1", 4.0)]]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from models.views import ViewLayout
 from streams.core.rank import rerank
-from streams.core.state import Outcome, Step, UserState
+from streams.core.state import Outcome, Step, UserState, space_of
 
 LAYOUT = ViewLayout.build(("home", "search", "video"), 24.0, 180.0)
 DIM, L = 8, 5
@@ -48,7 +48,7 @@ def test_bytes_round_trip_exactly():
     s = UserState.empty(LAYOUT.n, DIM)
     for n in range(12):
         apply(s, n, 1000 * n, topic=1 + n % 2, partition=n % 3)
-    back = UserState.from_bytes(s.to_bytes(), LAYOUT.n, DIM)
+    back = UserState.from_bytes(s.to_bytes(), LAYOUT.n)
     assert back.to_bytes() == s.to_bytes()
     assert back.interactions_bytes() == s.interactions_bytes()  # ring (times, hashes, actions), items, marks
     assert back.items == s.items and back.watermarks == s.watermarks and len(back.items) == L
@@ -71,10 +71,42 @@ def test_a_format_1_changelog_still_recovers():
         apply(s, n, 1000 * n, topic=1 + n % 2, partition=n % 3)
     old = s.ring.copy()
     old["hash"] |= np.uint64(0xABCD) << np.uint64(48)  # format 1 kept 8-byte hashes
-    back = UserState.from_bytes(v1_bytes(UserState(old, s.items, s.views, s.watermarks, s.applied)), LAYOUT.n, DIM)
+    back = UserState.from_bytes(v1_bytes(UserState(old, s.items, s.views, s.watermarks, s.applied)), LAYOUT.n)
     assert back.interactions_bytes() == s.interactions_bytes()
     np.testing.assert_array_equal(back.views.mean, s.views.mean)
     assert apply(back, 11, 11_000, offset=99) == Outcome.DUPLICATE  # an event id seen under format 1
+
+
+def test_a_format_2_state_decodes_with_no_space_and_the_space_round_trips():
+    s = UserState.empty(LAYOUT.n, DIM)
+    for n in range(12):
+        apply(s, n, 1000 * n)
+    s.space = space_of("v2")
+    raw = s.to_bytes()
+    assert raw[0] == 3 and UserState.from_bytes(raw, LAYOUT.n).space == space_of("v2") != space_of("v1")
+    v2 = bytes([2]) + raw[1:struct.calcsize("<BHHIIqB")] + raw[struct.calcsize("<BHHIIqBQ"):]  # header less space
+    back = UserState.from_bytes(v2, LAYOUT.n)
+    assert back.space == 0 and back.interactions_bytes() == s.interactions_bytes()
+
+
+def test_views_reprojected_from_the_ring_are_what_the_events_give_in_the_new_space():
+    """A state written under one model, served by another (other vectors, another width): the views
+    become those the ring's events would have built with the new vectors; unknown items are left out."""
+    s = UserState.empty(LAYOUT.n, DIM)
+    for n in range(L):
+        apply(s, n, 1000 * n, topic=1 + n % 2)
+    other = np.random.default_rng(1).normal(size=(20, 2 * DIM)).astype(np.float32)
+    back = UserState.from_bytes(s.to_bytes(), LAYOUT.n)
+    known = np.array([i != s.items[0] for i in s.items])
+    back.reproject(LAYOUT, space_of("v2"), known, other[[int(i[1:]) for i in s.items[1:]]])
+    fresh = UserState.empty(LAYOUT.n, 2 * DIM)
+    for n in range(1, L):
+        fresh.apply(LAYOUT, L, step(n, 1000 * n, topic=1 + n % 2), other[n])
+    np.testing.assert_allclose(back.views.mean, fresh.views.mean, atol=1e-5)
+    np.testing.assert_allclose(back.views.log_w, fresh.views.log_w)
+    assert back.views.count.tolist() == fresh.views.count.tolist() and back.space == space_of("v2")
+    again = UserState.from_bytes(back.to_bytes(), LAYOUT.n)
+    assert again.views.mean.shape == (LAYOUT.n, 2 * DIM) and again.space == back.space
 
 
 def heavy_user(n: int, roundtrip: bool) -> UserState:
@@ -89,7 +121,7 @@ def heavy_user(n: int, roundtrip: bool) -> UserState:
         s.apply_many(LAYOUT, 50, [Step(f"e{j}", f"{j % 1682 + 1}", 1 + j % 5, 1 + j % 3, 60_000 * j, 1 + j % 3, 0, j)
                                   for j in range(k, k + 5)], vecs)
         if roundtrip:
-            s = UserState.from_bytes(s.to_bytes(), LAYOUT.n, dim)
+            s = UserState.from_bytes(s.to_bytes(), LAYOUT.n)
     return s
 
 

@@ -94,7 +94,7 @@ def main() -> int:
         for n in (int(x) for x in args.sizes.split(",")):
             client = connect(str(Path(tmp) / f"{n}.db"))
             # a long timeout: the first search at 1M builds the index, which takes minutes
-            store = VectorStore(client, DIM, 900, WorkerMetrics(CollectorRegistry()))
+            store = VectorStore(client, DIM, 900, WorkerMetrics(CollectorRegistry()), "bench")
             results.append(bench_size(store, n, args.queries, args.batch, rng))
             client.close()
     result = {"machine": f"{machine()}; milvus-lite in process; d={DIM}, limit={LIMIT}, HNSW", "rows": results}

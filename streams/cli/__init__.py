@@ -9,7 +9,7 @@ import argparse
 import signal
 import sys
 
-from streams.cli import broker, config, data, demo, model, produce, recs, worker
+from streams.cli import broker, config, data, demo, lifecycle, model, produce, recs, worker
 from streams.errors import CommandError
 from streams.settings import Settings, SettingsError
 
@@ -31,7 +31,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, broker, worker, produce, recs, demo, config):
+    for module in (data, model, lifecycle, broker, worker, produce, recs, demo, config):
         module.register(sub, settings, HelpFormatter)
     return parser
 

@@ -33,8 +33,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust.worker import Worker
 
     from streams.monitoring.metrics import WorkerMetrics
+    from streams.vectors.store import connect
     from streams.worker.app import build_app
-    from streams.worker.runtime import claim_tables, load_processor
+    from streams.worker.runtime import claim_tables, live_deployment, load_processor, published_items
     from streams.worker.threads import share_gil
 
     if port_open(settings.web_host, settings.web_port):
@@ -48,7 +49,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         bootstrap = found.bootstrap
     replication = prepare_topics(settings, bootstrap)  # an unreachable broker stops here, before the model loads
     metrics = WorkerMetrics()  # the process's default registry: /metrics serves it
-    app = build_app(settings, bootstrap, load_processor(settings, metrics), metrics, replication)
+    processor = load_processor(settings, metrics, connect(settings.milvus_target),
+                               live_deployment(settings, bootstrap), published_items(bootstrap))
+    processor.vectors.store.go_live(only_if_unset=True)
+    app = build_app(settings, bootstrap, processor, metrics, replication)
     claim_tables(settings, Path(app.conf.tabledir), cluster_id(bootstrap, 10.0) or "unknown")
     share_gil(settings.gil_switch_ms)
     metrics.gc_frozen.set(settle_heap())

@@ -17,13 +17,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models.views import ViewLayout, ViewState
+from models.views import ViewLayout, ViewState, closed_form, effective_ts
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 RING = np.dtype([("ts", "<i8"), ("hash", "<u8"), ("action", "u1"), ("scen", "u1")])
 HASH_BYTES = 6  # of an event id's hash: a false duplicate among the last 50 events is ~2e-13 per event
 _HEADER_V1 = struct.Struct("<BHHIIq")  # version, ring length, watermark count, applied, skipped, views' last ts
-_HEADER = struct.Struct("<BHHIIqB")  # the same, then the byte width of the ring's time deltas
+_HEADER_V2 = struct.Struct("<BHHIIqB")  # the same, then the byte width of the ring's time deltas
+_HEADER = struct.Struct("<BHHIIqBQ")  # the same, then the vector space of the views (`space_of`)
 _WATERMARK = struct.Struct("<BHq")  # topic number, partition, offset
 _ROUNDING_BITS = 13  # float32 mantissa bits float16 drops
 _ROUNDING_MASK = np.uint32(0xFFFFFFFF ^ ((1 << _ROUNDING_BITS) - 1))
@@ -62,6 +63,7 @@ class UserState:
     watermarks: dict[tuple[int, int], int] = field(default_factory=dict)  # (topic, partition) -> offset
     applied: int = 0
     skipped: int = 0  # redelivered or duplicate events seen and not applied
+    space: int = 0  # the model whose item vectors the views average (`space_of`); 0: not recorded (format 2)
 
     @classmethod
     def empty(cls, n_views: int, dim: int) -> UserState:
@@ -109,6 +111,18 @@ class UserState:
             self.items = [items[i] for i in order]
         return outcomes
 
+    def reproject(self, layout: ViewLayout, space: int, known: np.ndarray, item_vecs: np.ndarray) -> None:
+        """The views recomputed from the ring in another model's vector space (`item_vecs`: the vectors of
+        the ring's items that model `known`s, in ring order): what a state written by one model becomes
+        when another serves it. History older than the ring is left out; the ring is the record kept."""
+        r = self.ring[known]
+        cf = closed_form(layout, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
+        t_ref = int(effective_ts(r["ts"])[-1]) if len(r) else self.views.last_ts
+        log_w = cf.log_w - (self.views.last_ts - t_ref) / layout.tau_ms
+        mean = (cf.weights.T @ item_vecs).astype(np.float32)
+        self.views = ViewState(mean, log_w, cf.count.astype(np.int64), self.views.last_ts)
+        self.space = space
+
     def interactions_bytes(self) -> bytes:
         """What the user did: the buffer, the applied count and the watermarks. Unlike the views,
         these do not depend on how a user's events on different topics interleaved on arrival (Kafka
@@ -120,16 +134,18 @@ class UserState:
         return b"".join(_WATERMARK.pack(s, p, o) for (s, p), o in sorted(self.watermarks.items()))
 
     def to_bytes(self) -> bytes:
-        """Format 2, ~1.9 KB at L=50, d=64, 9 views (format 1 was ~3.5 KB): ring times as deltas in the
+        """Format 3, ~1.9 KB at L=50, d=64, 9 views (format 1 was ~3.5 KB): ring times as deltas in the
         fewest whole bytes that hold the largest, 6-byte event hashes, action and scenario in one byte,
-        view means in float16 with stochastic rounding (see `_to_float16`); all else as before."""
+        view means in float16 with stochastic rounding (see `_to_float16`); all else as before. Format 3
+        is format 2 with the views' vector space in the header."""
         v, ring = self.views, self.ring
         deltas = np.diff(np.append(ring["ts"], v.last_ts)).astype("<u8")  # >= 0: sorted, none after last_ts
         width = max(1, (int(deltas.max(initial=0)).bit_length() + 7) // 8)
         if len(ring) and (ring["action"].max() > 15 or ring["scen"].max() > 15):
             raise ValueError("format 2 packs action and scenario indices into 4 bits each")
         parts = [
-            _HEADER.pack(FORMAT_VERSION, len(ring), len(self.watermarks), self.applied, self.skipped, v.last_ts, width),
+            _HEADER.pack(FORMAT_VERSION, len(ring), len(self.watermarks), self.applied, self.skipped, v.last_ts, width,
+                         self.space),
             _low_bytes(deltas, width),
             _low_bytes(ring["hash"], HASH_BYTES),
             ((ring["action"] << 4) | ring["scen"]).astype("u1").tobytes(),
@@ -143,15 +159,16 @@ class UserState:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, n_views: int, dim: int) -> UserState:
-        """Formats 2 and 1 (a changelog written before format 2 still recovers; it is rewritten as 2)."""
+    def from_bytes(cls, raw: bytes, n_views: int) -> UserState:
+        """Formats 3, 2 and 1 (a changelog written before still recovers; it is rewritten as 3)."""
         version = raw[0]
         if version == 1:
-            return _from_bytes_v1(raw, n_views, dim)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"user state format {version}, expected {FORMAT_VERSION} or 1")
-        _, n, n_wm, applied, skipped, last_ts, width = _HEADER.unpack_from(raw)
-        pos = _HEADER.size
+            return _from_bytes_v1(raw, n_views)
+        if version not in (2, FORMAT_VERSION):
+            raise ValueError(f"user state format {version}, expected {FORMAT_VERSION}, 2 or 1")
+        header = _HEADER if version == FORMAT_VERSION else _HEADER_V2
+        _, n, n_wm, applied, skipped, last_ts, width, *space = header.unpack_from(raw)
+        pos = header.size
         ring = np.zeros(n, RING)
         deltas = _from_low_bytes(raw, pos, n, width).astype(np.int64)
         ring["ts"] = last_ts - np.cumsum(deltas[::-1])[::-1]
@@ -161,12 +178,17 @@ class UserState:
         packed = np.frombuffer(raw, "u1", n, pos)
         ring["action"], ring["scen"] = packed >> 4, packed & 15
         pos += n
-        items, watermarks, views = _tail(raw, pos, n, n_wm, n_views, dim, last_ts, "<f2")
-        return cls(ring, items, views, watermarks, applied, skipped)
+        items, watermarks, views = _tail(raw, pos, n, n_wm, n_views, last_ts, "<f2")
+        return cls(ring, items, views, watermarks, applied, skipped, space[0] if space else 0)
+
+
+def space_of(model_version: str) -> int:
+    """The nonzero 64-bit tag of a model's vector space that a state records."""
+    return int.from_bytes(hashlib.blake2b(model_version.encode(), digest_size=8).digest(), "little") or 1
 
 
 def events_applied(raw: bytes) -> int:
-    """The applied count of a stored state (formats 1 and 2 share the header's first fields), read
+    """The applied count of a stored state (formats 1 to 3 share the header's first fields), read
     without decoding the rest: what a diagnosis of a changelog needs, record by record."""
     return _HEADER_V1.unpack_from(raw)[3]
 
@@ -194,9 +216,10 @@ def _to_float16(x: np.ndarray, seed: int) -> np.ndarray:
     return rounded.astype("<f2")
 
 
-def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, dim: int, last_ts: int,
+def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, last_ts: int,
           mean_dtype: str) -> tuple[list[str], dict[tuple[int, int], int], ViewState]:
-    """Items, watermarks and views: laid out alike in formats 1 and 2 but for the means' precision."""
+    """Items, watermarks and views: laid out alike in every format but for the means' precision. The
+    means' width is what the bytes hold: a state written by a model of another width still decodes."""
     end = raw.index(b"\x00", pos)
     items = raw[pos:end].decode().split("\x1f") if n else []
     pos = end + 1
@@ -209,14 +232,15 @@ def _tail(raw: bytes, pos: int, n: int, n_wm: int, n_views: int, dim: int, last_
     pos += 8 * n_views
     count = np.frombuffer(raw, "<u4", n_views, pos).astype(np.int64)
     pos += 4 * n_views
+    dim = (len(raw) - pos) // (np.dtype(mean_dtype).itemsize * n_views)
     mean = np.frombuffer(raw, mean_dtype, n_views * dim, pos).reshape(n_views, dim).astype(np.float32)
     return items, watermarks, ViewState(mean, log_w, count, last_ts)
 
 
-def _from_bytes_v1(raw: bytes, n_views: int, dim: int) -> UserState:
+def _from_bytes_v1(raw: bytes, n_views: int) -> UserState:
     _, n, n_wm, applied, skipped, last_ts = _HEADER_V1.unpack_from(raw)
     pos = _HEADER_V1.size
     ring = np.frombuffer(raw, RING, n, pos).copy()
     ring["hash"] &= np.uint64((1 << 8 * HASH_BYTES) - 1)  # as format 2 and event_hash keep them
-    items, watermarks, views = _tail(raw, pos + n * RING.itemsize, n, n_wm, n_views, dim, last_ts, "<f4")
+    items, watermarks, views = _tail(raw, pos + n * RING.itemsize, n, n_wm, n_views, last_ts, "<f4")
     return UserState(ring, items, views, watermarks, applied, skipped)

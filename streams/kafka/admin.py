@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import BrokerError
 from streams.kafka.replay import QUIET
-from streams.kafka.topics import all_topics, changelog_topic, internal_topics
+from streams.kafka.topics import COMPACTED, all_topics, changelog_topic, internal_topics
 from streams.settings import Settings
 
 # confluent-kafka's documented name for the end-of-partition event has a leading underscore
@@ -123,7 +123,9 @@ def present_offsets(bootstrap: str, ranges: Mapping[tuple[str, int], tuple[int, 
 
 def prepare_topics(settings: Settings, bootstrap: str) -> int:
     """Every topic the worker uses, Faust's own included; returns their replication factor. The
-    changelog is compacted, as Faust would create it: it keeps each user's latest state."""
+    changelog is compacted, as Faust would create it: it keeps each user's latest state; so are the
+    catalog (each item's latest record) and the model control topic."""
     topics = {**all_topics(settings.scenarios, settings.partitions), **internal_topics(settings)}
+    compact = {"cleanup.policy": "compact"}
     return create_topics(bootstrap, topics, settings.replication_factor,
-                         {changelog_topic(settings): {"cleanup.policy": "compact"}})
+                         {name: compact for name in (changelog_topic(settings), *COMPACTED)})

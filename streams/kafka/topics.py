@@ -10,6 +10,8 @@ ITEMS = "iu.items"
 RECOMMENDATIONS = "iu.recommendations"
 DEAD_LETTERS = "iu.events.dlq"
 DRIFT = "iu.drift"  # one JSON record per drift detection, keyed by detector
+MODELS = "iu.models"  # the model control topic: which version is live, which in shadow, what each worker serves
+COMPACTED = (ITEMS, MODELS)  # the latest record per key is what counts; read from the beginning at start
 TABLE = "user_state"  # the Faust table of user states; its changelog is TABLE's, named by Faust
 
 
@@ -29,6 +31,7 @@ def all_topics(scenarios: tuple[str, ...], partitions: int) -> dict[str, int]:
         RECOMMENDATIONS: partitions,
         DEAD_LETTERS: 1,
         DRIFT: 1,
+        MODELS: 1,
     }
 
 

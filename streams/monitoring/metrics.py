@@ -37,6 +37,7 @@ STAGES = ("decode", "state", "encode", "upsert", "search", "rerank", "table", "m
 MILVUS_OPERATIONS = ("upsert_users", "upsert_items", "search", "get_items", "load")
 REFETCH_REASONS = ("gap", "stall")  # see streams/kafka/continuity.py
 ROW_KINDS = ("user", "item")  # streams/vectors/guard.py
+ROLLOUT_OUTCOMES = ("switched", "failed")  # streams/worker/rollout.py
 
 
 @contextmanager
@@ -75,6 +76,11 @@ class WorkerMetrics:
         self.batch = histogram("iu_batch_size_events", "Events per micro-batch",
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
         self.model = info("iu_model", "The model the worker serves and the device its encoder runs on")
+        self.rollout_progress = gauge("iu_model_rollout_progress",
+                                      "Share of this worker's users whose vectors the model being rolled out "
+                                      "has written (0 to 1; 1 when none is being rolled out)")
+        self.rollouts = counter("iu_model_rollouts_total", "Model versions this worker started serving (switched), "
+                                "or failed to prepare (failed)", ["outcome"])
         self.milvus_seconds = histogram("iu_milvus_operation_duration_seconds",
                                         "Milvus calls, each a whole micro-batch",
                                         ["operation"], buckets=STAGE_BUCKETS)
@@ -146,6 +152,9 @@ class WorkerMetrics:
             self.milvus_errors.labels(op)
         for reason in REFETCH_REASONS:
             self.refetches.labels(reason)
+        for outcome in ROLLOUT_OUTCOMES:
+            self.rollouts.labels(outcome)
+        self.rollout_progress.set(1)
         for kind in ROW_KINDS:
             self.vectors_pending.labels(kind)
             self.vectors_dropped.labels(kind)

@@ -8,6 +8,7 @@ fetches it from there instead of dead-lettering events about it.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,17 @@ START_UP_TIMEOUT_S = 300.0  # per Milvus call while the trained catalog is writt
 
 
 class Catalog:
-    def __init__(self, encoder: InterestEncoder, store: VectorStore, trained_ids: list[str]) -> None:
+    def __init__(self, encoder: InterestEncoder, store: VectorStore, trained_ids: list[str],
+                 categories: MutableMapping[str, tuple[str, ...]] | None = None) -> None:
+        """`categories`: the map to keep items' categories in; the one the monitor reads stays the
+        same object when another model's catalog takes over."""
         self.encoder = encoder
         self.store = store
         self.index = {iid: k + 1 for k, iid in enumerate(trained_ids)}
         self.ids = ["", *trained_ids]  # by table row; row 0 is the encoder's padding
         self.trained = len(trained_ids)
         self.titles: dict[str, str] = {}
-        self.categories: dict[str, tuple[str, ...]] = {}  # for the category-novelty drift detector
+        self.categories = {} if categories is None else categories  # for the category-novelty drift detector
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.index

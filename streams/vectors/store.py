@@ -1,5 +1,10 @@
 """The Milvus side: item vectors to search, user vectors to serve. Always batched.
 
+Each model version has its own pair of collections (`items__<version>`, `user_interests__<version>`):
+two models embed items in different spaces, and one search must not mix them. The aliases `items`
+and `user_interests` name the live version's pair, for whoever reads Milvus directly; a worker
+addresses its own version's pair by name, so that it fills a new version while it serves the old.
+
 milvus-lite (a file path) is the embedded default; a URI names a Milvus server. Every call takes
 a whole micro-batch: one upsert, one search, because single calls cost ~70 ms each in milvus-lite.
 The index type is checked after creation: Milvus accepts unsupported types and silently falls
@@ -9,6 +14,8 @@ back to brute force.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +30,9 @@ from streams.errors import VectorStoreError
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import MILVUS_SERVER_SCHEMES
 
-ITEMS, USERS = "items", "user_interests"
+log = logging.getLogger(__name__)
+
+ITEMS, USERS = "items", "user_interests"  # the aliases of the live version's collections
 INDEX = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 SEARCH_PARAMS = {"metric_type": "IP", "params": {"ef": 128}}
 
@@ -66,6 +75,31 @@ class UserRow:
         return f"{self.user_id}|{self.scenario}"
 
 
+def collections(version: str) -> tuple[str, str]:
+    """The item and user collections of a model version (Milvus names: letters, digits, underscores)."""
+    slug = re.sub(r"[^0-9A-Za-z_]", "_", version)
+    return f"{ITEMS}__{slug}", f"{USERS}__{slug}"
+
+
+def live_collection(client: MilvusClient, alias: str = USERS) -> str | None:
+    """The collection `alias` names, or None when there is no such alias (asked first: pymilvus logs a
+    traceback for every call that fails)."""
+    if not client.has_collection(alias) or alias in client.list_collections():
+        return None
+    return client.describe_alias(alias)["collection_name"]
+
+
+def drop_version(client: MilvusClient, version: str) -> bool:
+    """Drops a version's collections unless an alias names them; whether they are gone."""
+    pair = collections(version)
+    if pair[1] == live_collection(client):
+        return False
+    for name in pair:
+        if client.has_collection(name):
+            client.drop_collection(name)
+    return True
+
+
 def connect(target: str) -> MilvusClient:
     if not target.startswith(MILVUS_SERVER_SCHEMES):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -79,13 +113,37 @@ def connect(target: str) -> MilvusClient:
 
 
 class VectorStore:
-    def __init__(self, client: MilvusClient, dim: int, timeout_s: float, metrics: WorkerMetrics) -> None:
+    def __init__(self, client: MilvusClient, dim: int, timeout_s: float, metrics: WorkerMetrics, version: str
+                 ) -> None:
         self.client = client
         self.dim = dim
         self.metrics = metrics
+        self.version = version
         self.timeout = timeout_s  # per call: pymilvus otherwise retries a dead server for minutes
-        self._ensure(ITEMS, self._item_schema())
-        self._ensure(USERS, self._user_schema())
+        self.items, self.users = collections(version)
+        self._ensure(self.items, self._item_schema())
+        self._ensure(self.users, self._user_schema())
+
+    @property
+    def live(self) -> bool:
+        """Whether the aliases name this version."""
+        return live_collection(self.client) == self.users
+
+    def go_live(self, only_if_unset: bool = False) -> None:
+        """Points the aliases at this version (with `only_if_unset`, only where they name nothing yet).
+        A collection that has an alias's name (written before versions had collections of their own)
+        is dropped first: everything in it is derived from the model and the state, and is written
+        again in this version's collections."""
+        for alias, name in ((ITEMS, self.items), (USERS, self.users)):
+            if alias in self.client.list_collections():
+                log.warning("dropping the unversioned Milvus collection %s: %s takes its name as an alias", alias,
+                            name)
+                self.client.drop_collection(alias)
+            current = live_collection(self.client, alias)
+            if current is None:
+                self.client.create_alias(name, alias)
+            elif current != name and not only_if_unset:
+                self.client.alter_alias(name, alias)
 
     @contextmanager
     def _call(self, operation: str) -> Iterator[None]:
@@ -128,19 +186,19 @@ class VectorStore:
     def load(self) -> None:
         """Loads both collections for search; a restarted Milvus starts with them released."""
         with self._call("load"):
-            for name in (ITEMS, USERS):
+            for name in (self.items, self.users):
                 self.client.load_collection(name, timeout=self.timeout)
 
     def reachable(self) -> bool:
         """Whether the server answers a cheap call now: tells a row it refuses from an outage."""
         try:
-            self.client.has_collection(USERS, timeout=self.timeout)
+            self.client.has_collection(self.users, timeout=self.timeout)
         except Exception:
             return False
         return True
 
     def item_version(self, item_id: str) -> str | None:
-        rows = self.client.query(ITEMS, filter=id_filter("item_id", [item_id]), output_fields=["model_version"],
+        rows = self.client.query(self.items, filter=id_filter("item_id", [item_id]), output_fields=["model_version"],
                                  consistency_level=STRONG, timeout=self.timeout)
         return rows[0]["model_version"] if rows else None
 
@@ -151,20 +209,20 @@ class VectorStore:
         timeout = bulk_timeout_s or self.timeout
         with self._call("upsert_items"):
             for i in range(0, len(rows), chunk):
-                self.client.upsert(ITEMS, [
+                self.client.upsert(self.items, [
                     {"item_id": r.item_id, "title": clip_utf8(r.title, MAX_TITLE_BYTES),
                      "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
                     for r in rows[i:i + chunk]
                 ], timeout=timeout)
             if bulk_timeout_s:
-                self.client.flush(ITEMS, timeout=timeout)
+                self.client.flush(self.items, timeout=timeout)
 
     def get_items(self, ids: list[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Items other workers published: id -> (title, vector)."""
         if not ids:
             return {}
         with self._call("get_items"):  # strong: an item another worker has just published must be found
-            rows = self.client.query(ITEMS, filter=id_filter("item_id", ids), consistency_level=STRONG,
+            rows = self.client.query(self.items, filter=id_filter("item_id", ids), consistency_level=STRONG,
                                      output_fields=["item_id", "title", "vector"], timeout=self.timeout)
         return {r["item_id"]: (r["title"], np.asarray(r["vector"], np.float32)) for r in rows}
 
@@ -173,7 +231,7 @@ class VectorStore:
             return
         now = int(time.time() * 1000)
         with self._call("upsert_users"):
-            self.client.upsert(USERS, [
+            self.client.upsert(self.users, [
                 {"key": r.key, "user_id": r.user_id, "scenario": r.scenario, "updated_at": now,
                  "model_version": r.model_version, "vector": r.vector.astype(np.float32).tolist()}
                 for r in rows
@@ -184,7 +242,7 @@ class VectorStore:
         if len(vectors) == 0:
             return []
         with self._call("search"):  # only the key as output: [] has milvus-lite build every field of every hit
-            hits = self.client.search(ITEMS, data=vectors.astype(np.float32).tolist(), limit=limit,
+            hits = self.client.search(self.items, data=vectors.astype(np.float32).tolist(), limit=limit,
                                       anns_field="vector", search_params=SEARCH_PARAMS, output_fields=["item_id"],
                                       consistency_level=SESSION, timeout=self.timeout)
         # ids and distances in bulk: indexing a hit decodes it field by field (~20 µs a hit in pymilvus 3)

@@ -8,6 +8,7 @@ compute thread so that the event loop keeps heartbeating.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import faust
@@ -15,15 +16,18 @@ import faust
 from streams.core.batching import Linger
 from streams.kafka.delivery import or_exit_uncommitted
 from streams.kafka.profiles import broker_options
+from streams.kafka.topics import MODELS
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.worker.batches import BatchHandler
 from streams.worker.context import WorkerContext
 from streams.worker.faust_io import FaustIO, as_record
-from streams.worker.gauges import GAUGE_INTERVAL_S, model_info, refresh
+from streams.worker.gauges import GAUGE_INTERVAL_S, refresh
 from streams.worker.processor import Processor
+from streams.worker.rollout import CONTROL_INTERVAL_S, Rollout
 from streams.worker.views import WorkerViews
 
+log = logging.getLogger(__name__)
 TAKE_WITHIN_S = 0.02  # Faust's take yields what came in within this; Linger adds the rest
 CATALOG_BATCH = 1024
 
@@ -54,24 +58,34 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, metrics:
     app = make_app(settings, bootstrap, replication)
     ctx = WorkerContext(app, settings, bootstrap, processor, metrics)
     handler = BatchHandler(settings, processor, ctx.continuity, ctx.monitor, metrics, ctx.stats, ctx.offload)
-    model_info(ctx)
+    rollout = Rollout(ctx)
+    metrics.model.info(processor.model_labels())
 
     @app.agent(ctx.topics.events)
     async def update_interests(stream: faust.StreamT) -> None:
         linger = Linger(settings.batch_target, settings.batch_wait_ms / 1000, TAKE_WITHIN_S)
         async for batch in stream.take_events(settings.batch_size, within=TAKE_WITHIN_S):
             started = time.monotonic()
-            await or_exit_uncommitted(handler.events([as_record(e) for e in batch], FaustIO(ctx, stream, batch)))
+            async with ctx.batch_lock:
+                await or_exit_uncommitted(handler.events([as_record(e) for e in batch], FaustIO(ctx, stream, batch)))
             await asyncio.sleep(linger.pause(len(batch), started, time.monotonic()))
 
     @app.agent(ctx.topics.items)
     async def update_catalog(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(CATALOG_BATCH, within=0.2):
-            await or_exit_uncommitted(handler.items([as_record(e) for e in batch], FaustIO(ctx)))
+            async with ctx.batch_lock:
+                await or_exit_uncommitted(handler.items([as_record(e) for e in batch], FaustIO(ctx)))
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def refresh_gauges() -> None:
         await refresh(ctx, handler)
 
-    WorkerViews(ctx).register(app)
+    @app.timer(interval=CONTROL_INTERVAL_S)
+    async def watch_models() -> None:
+        try:
+            await rollout.watch()
+        except Exception:  # the broker unreachable now: the next tick tries again
+            log.exception("reading %s failed", MODELS)
+
+    WorkerViews(ctx, rollout).register(app)
     return app

@@ -56,6 +56,7 @@ class WorkerContext:
         self.monitor = Monitor.from_settings(settings, processor.encoder.cfg.max_len, processor.catalog.categories,
                                              metrics)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iu-compute")  # torch + Milvus in turn
+        self.batch_lock = asyncio.Lock()  # held through each micro-batch: a model switch waits for its end
 
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the compute thread, so that the event loop keeps heartbeating meanwhile."""

@@ -12,12 +12,6 @@ from streams.worker.faust_io import FaustIO
 GAUGE_INTERVAL_S = 2.0
 
 
-def model_info(ctx: WorkerContext) -> None:
-    encoder = ctx.processor.encoder
-    ctx.metrics.model.info({"model_version": encoder.model_version, "device": str(encoder.device),
-                            "dim": str(ctx.processor.dim), "max_len": str(encoder.cfg.max_len)})
-
-
 async def refresh(ctx: WorkerContext, handler: BatchHandler) -> None:
     await asyncio.to_thread(ctx.size.scan)  # every value: off the loop (streams/worker/tablescan.py)
     ctx.metrics.users.set(ctx.size.scanned_users)

@@ -18,7 +18,7 @@ from models.inference import InterestEncoder, pad_windows
 from streams.core.batch import Accepted, BatchResult, DeadLetter, Emission, Ranked, Record
 from streams.core.decode import Reason, Rejected, decode_event
 from streams.core.rank import rerank
-from streams.core.state import Outcome, Step, UserState
+from streams.core.state import Outcome, Step, UserState, space_of
 from streams.errors import VectorStoreError
 from streams.kafka.topics import events_topic
 from streams.monitoring.metrics import WorkerMetrics
@@ -38,20 +38,63 @@ class Processor:
                              f"it was trained on {list(encoder.cfg.scenarios)}")
         self.encoder, self.catalog, self.settings, self.metrics = encoder, catalog, settings, metrics
         self.vectors = StoreGuard(store, settings.pending_vectors, metrics)
+        self.space = space_of(encoder.model_version)
         self.scen_index = {s: k + 1 for k, s in enumerate(encoder.cfg.scenarios)}
         self.act_index = {a: k + 1 for k, a in enumerate(ACTIONS)}
         self.topic_index = {events_topic(s): self.scen_index[s] for s in settings.scenarios}
         self.n_views, self.dim = encoder.layout.n, encoder.cfg.dim
         self.threads = ComputeThreads(*settings.thread_budget)
+        self.touched: set[str] | None = None  # users whose state changed, while a rollout records them
+        self.source = ""  # the model folder, as the worker reports it on iu.models
+
+    def serve(self, other: Processor) -> None:
+        """Takes over `other`'s model, catalog and vector store: a hot swap, between two batches.
+        States the old model wrote are moved into the new space as they are read (`load_state`)."""
+        if other.encoder.cfg.scenarios != self.encoder.cfg.scenarios:
+            raise ValueError(f"model {other.encoder.model_version} has scenarios {other.encoder.cfg.scenarios}, "
+                             f"not {self.encoder.cfg.scenarios}: states record scenarios by position")
+        self.encoder, self.catalog, self.vectors, self.space = other.encoder, other.catalog, other.vectors, other.space
+        self.dim, self.source = other.dim, other.source
+
+    def model_labels(self) -> dict[str, str]:
+        """`iu_model_info`'s labels: the model served and where its encoder runs."""
+        encoder = self.encoder
+        return {"model_version": encoder.model_version, "device": str(encoder.device), "dim": str(self.dim),
+                "max_len": str(encoder.cfg.max_len)}
 
     def add_items(self, items: list[Item]) -> None:
         """Catalog records: known here at once, in the vector store once it answers."""
         self.vectors.upsert_items(self.catalog.add(items))
 
     def load_state(self, raw: bytes | None) -> UserState:
+        """A stored state in this model's space: one another model wrote has its views recomputed from its
+        ring with this model's item vectors (items this worker cannot place are left out)."""
         if raw is None:
-            return UserState.empty(self.n_views, self.dim)
-        return UserState.from_bytes(raw, self.n_views, self.dim)
+            st = UserState.empty(self.n_views, self.dim)
+        else:
+            st = UserState.from_bytes(raw, self.n_views)
+            if st.space not in (0, self.space):  # 0: a format-2 state, written before spaces were recorded
+                known = np.array([i in self.catalog for i in st.items], bool)
+                st.reproject(self.encoder.layout, self.space, known,
+                             self.catalog.matrix([i for i in st.items if i in self.catalog]))
+        st.space = self.space
+        return st
+
+    def latest_scenario(self, st: UserState) -> str:
+        """The scenario of the user's latest event."""
+        return self.encoder.cfg.scenarios[int(st.ring["scen"][-1]) - 1]
+
+    def backfill(self, pairs: list[tuple[bytes, bytes | None]]) -> int:
+        """Writes the users' vectors (user key, stored state) as this model computes them from their
+        states, for their latest scenario, into this model's collection; raises VectorStoreError.
+        How many were written."""
+        states = [(k.decode(errors="replace"), self.load_state(raw)) for k, raw in pairs if raw is not None]
+        requests = [(u, st, self.latest_scenario(st)) for u, st in states if len(st.ring)]
+        if requests:
+            fused, _ = self.fused(requests)
+            self.vectors.store.upsert_users([UserRow(u, s, fused[n], self.encoder.model_version)
+                                             for n, (u, _, s) in enumerate(requests)])
+        return len(requests)
 
     def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
         """`stored`: the current state bytes of every user whose key appears in `records`."""
@@ -78,9 +121,14 @@ class Processor:
             out.accepted = [Accepted(ev.user_id, ev.scenario, ev.item_id, ev.action, o)
                             for (_, ev), o in zip(valid, outcomes, strict=True)]
             out.states = {uid: st.to_bytes() for uid, st in states.items()}
+            if self.touched is not None:
+                self.touched.update(states)
         if triggers:
             users = list(triggers)
-            ranked = self.rank([(u, states[u], triggers[u][1].scenario) for u in users], upsert=True)
+            # each list is for the scenario of the user's latest event by time (a late event's list too):
+            # the one a request without a scenario gets, and the one a model rollout writes the vector of
+            scens = {u: self.latest_scenario(states[u]) for u in users}
+            ranked = self.rank([(u, states[u], scens[u]) for u in users], upsert=True)
             now = time.time()
             for uid, r in zip(users, ranked, strict=True):
                 if r is None:  # Milvus is down: no list rather than a stale one (streams/vectors/guard.py)
@@ -88,9 +136,9 @@ class Processor:
                     continue
                 rec, ev = triggers[uid]
                 out.recommendations.append((uid.encode(), Recommendation(
-                    uid, ev.scenario, tuple(r.items), self.encoder.model_version, ev.event_id, ev.ts,
+                    uid, scens[uid], tuple(r.items), self.encoder.model_version, ev.event_id, ev.ts,
                     rec.timestamp_ms, int(now * 1000)).to_json()))
-                out.emitted.append(Emission(uid, ev.scenario, [i for i, _ in r.items], frozenset(states[uid].items),
+                out.emitted.append(Emission(uid, scens[uid], [i for i, _ in r.items], frozenset(states[uid].items),
                                             r.fused, now - rec.timestamp_ms / 1000))
         return out
 
@@ -132,9 +180,8 @@ class Processor:
         r = st.ring[keep]
         return UserSeq(user_id, idx, r["action"].astype(np.int64), r["scen"].astype(np.int64), r["ts"])
 
-    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
-        """Fused vectors for (user, state, target scenario), ranked lists (None while a Milvus search is
-        impossible); one forward, one search."""
+    def fused(self, requests: list[tuple[str, UserState, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Fused vectors and fusion weights for (user, state, target scenario), in one forward."""
         # Items another worker put in a ring (after a rebalance) are fetched once for the whole batch.
         self._resolve_quietly({i for _, st, _ in requests for i in st.items if i not in self.catalog})
         with self.metrics.stage("encode"):
@@ -143,7 +190,12 @@ class Processor:
             views = np.stack([st.views.mean for _, st, _ in requests])
             present = np.stack([st.views.count > 0 for _, st, _ in requests])
             scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
-            fused, weights = self.encoder.fuse(short, views, present, scens)
+            return self.encoder.fuse(short, views, present, scens)
+
+    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
+        """Fused vectors for (user, state, target scenario), ranked lists (None while a Milvus search is
+        impossible); one forward, one search."""
+        fused, weights = self.fused(requests)
         if upsert:
             with self.metrics.stage("upsert"):
                 self.vectors.upsert_users([UserRow(u, s, fused[k], self.encoder.model_version)

@@ -1,29 +1,70 @@
-"""Everything a worker loads before it consumes: the model, the vector store, the catalog."""
+"""Everything a worker loads before it serves a model: the model, its vector store, the catalog."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
+from pymilvus import MilvusClient
+
 from models.checkpoint import load_model
+from models.data.contract import Item
 from models.inference import InterestEncoder, best_device
+from streams.core.decode import CatalogRecord, decode_item
 from streams.errors import WorkerError
+from streams.kafka.control import LIVE, Deployment, control_records, read_latest
+from streams.kafka.topics import ITEMS
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.vectors.catalog import Catalog
 from streams.vectors.store import VectorStore, connect
 from streams.worker.processor import Processor
 
+log = logging.getLogger(__name__)
+CATALOG_CHUNK = 4096  # catalog records projected and written per step
 
-def load_processor(settings: Settings, metrics: WorkerMetrics) -> Processor:
-    """Raises FileNotFoundError (no trained model) or VectorStoreError (Milvus unreachable)."""
-    model, meta = load_model(settings.model_path)
-    encoder = InterestEncoder(model, best_device(settings.device), meta["model_version"])
-    store = VectorStore(connect(settings.milvus_target), encoder.cfg.dim, settings.milvus_timeout_s, metrics)
-    catalog = Catalog(encoder, store, meta["item_ids"])
+
+def live_deployment(settings: Settings, bootstrap: str) -> Deployment:
+    """What to serve at start: the live version announced on iu.models, or else IU_MODEL's."""
+    announced = Deployment.from_json(control_records(bootstrap).get(LIVE))
+    return announced or Deployment("", str(settings.model_path))
+
+
+def published_items(bootstrap: str) -> list[Item]:
+    """Every item's latest catalog record on the compacted catalog topic (malformed ones were
+    dead-lettered when the worker consumed them, and are left out here)."""
+    decoded = [decode_item(v) for v in read_latest(bootstrap, ITEMS).values() if v]
+    return [d.item for d in decoded if isinstance(d, CatalogRecord)]
+
+
+def load_processor(settings: Settings, metrics: WorkerMetrics, client: MilvusClient | None = None,
+                   deployment: Deployment | None = None, items: Sequence[Item] = (),
+                   categories: MutableMapping[str, tuple[str, ...]] | None = None) -> Processor:
+    """A processor serving `deployment` (default: IU_MODEL's), its version's collections filled with the
+    trained items and every published item in `items` (cold ones projected from their text by this
+    model); on `client` (default: a connection to IU_MILVUS_URI's Milvus). Raises
+    FileNotFoundError (no trained model), VectorStoreError (Milvus unreachable), WorkerError (the
+    folder holds another version than announced)."""
+    deployment = deployment or Deployment("", str(settings.model_path))
+    model, meta = load_model(Path(deployment.path))
+    version = meta["model_version"]
+    if deployment.version and deployment.version != version:
+        raise WorkerError(f"{deployment.path} holds model {version}, not the announced {deployment.version}")
+    encoder = InterestEncoder(model, best_device(settings.device), version)
+    client = client or connect(settings.milvus_target)
+    store = VectorStore(client, encoder.cfg.dim, settings.milvus_timeout_s, metrics, version)
+    catalog = Catalog(encoder, store, meta["item_ids"], categories)
     items_csv = Path(meta.get("dataset", "")) / "items.csv"
     catalog.publish_trained(items_csv if items_csv.is_file() else None)
-    return Processor(encoder, catalog, store, settings, metrics)
+    for k in range(0, len(items), CATALOG_CHUNK):
+        store.upsert_items(catalog.add(items[k:k + CATALOG_CHUNK]))
+        log.info("model %s: %d of %d published items placed", version, min(k + CATALOG_CHUNK, len(items)),
+                 len(items))
+    processor = Processor(encoder, catalog, store, settings, metrics)
+    processor.source = str(Path(deployment.path).resolve())
+    return processor
 
 
 def claim_tables(settings: Settings, tabledir: Path, cluster: str) -> None:

@@ -14,6 +14,7 @@ from streams.core.batch import Ranked
 from streams.core.state import UserState
 from streams.kafka.topics import ITEMS
 from streams.worker.context import WorkerContext
+from streams.worker.rollout import Rollout
 from streams.worker.routing import Handler, owner_route, unavailable
 from streams.worker.tablescan import digest
 
@@ -32,8 +33,8 @@ class Refused(Exception):
 
 
 class WorkerViews:
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: WorkerContext, rollout: Rollout) -> None:
+        self.ctx, self.rollout = ctx, rollout
 
     def register(self, app: faust.App) -> None:
         by_owner = owner_route(app, self.ctx.table, "user_id")
@@ -55,7 +56,8 @@ class WorkerViews:
         store = processor.vectors.status()
         status = "starting" if not ready else "ok" if store["up"] else "degraded"  # consuming, lists withheld
         return view.json({"status": status, "ready": ready, "assigned": assigned, "vector_store": store,
-                          "model_version": processor.encoder.model_version, "users": self.ctx.size.users},
+                          "model_version": processor.encoder.model_version, "rollout": self.rollout.status(),
+                          "users": self.ctx.size.users},
                          status=200 if ready else 503)
 
     async def stats(self, view: View, request: Request) -> Response:
@@ -98,8 +100,8 @@ class WorkerViews:
             raise Refused(404, f"no events for user {user_id!r}")
         state = ctx.processor.load_state(raw)
         scen = request.query.get("scenario")
-        if scen is None:  # the scenario of the user's latest event
-            scen = ctx.processor.encoder.cfg.scenarios[int(state.ring["scen"][-1]) - 1]
+        if scen is None:
+            scen = ctx.processor.latest_scenario(state)
         if scen not in ctx.processor.scen_index:
             raise Refused(400, f"unknown scenario {scen!r}")
         with ctx.admission.slot() as admitted:

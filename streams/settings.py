@@ -79,6 +79,11 @@ class Settings:
                       "live version announced with `iu model deploy` takes its place")
     model_grace_s: float = _opt(600.0, "how long a model version's Milvus collections are kept after workers "
                                 "switched away from it (a rollback within it finds them)")
+    shadow_promote_trials: int = _opt(0, "promote a shadow model by itself once it has this many trials paired "
+                                      "with the live model's and hits significantly more often (McNemar, p < "
+                                      "0.05); 0: only `iu model promote` does")
+    rollback_window_s: float = _opt(0.0, "after a promotion, roll back by itself when the hit-rate drift detector "
+                                    "fires downward within this many seconds; 0: never by itself")
     app_id: str = _opt("interest-updater", "Faust app id: the consumer group and the prefix of its internal topics")
     store: str = _opt("memory://", "Faust table store: `memory://` (state rebuilt from the changelog at start) or "
                       "`rocksdb://` (local RocksDB under `IU_STATE_DIR`, changelog-backed)")
@@ -140,6 +145,8 @@ class Settings:
             "monitor_users": self.monitor_users >= 1,
             "milvus_timeout_s": self.milvus_timeout_s > 0,
             "model_grace_s": self.model_grace_s >= 0,
+            "shadow_promote_trials": self.shadow_promote_trials >= 0,
+            "rollback_window_s": self.rollback_window_s >= 0,
             "delivery_timeout_s": self.delivery_timeout_s > 0,
             "pending_vectors": self.pending_vectors >= 1,
             "web_port": 0 < self.web_port < 65536,

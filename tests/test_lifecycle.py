@@ -6,12 +6,14 @@ space). v2 is deployed after a third of the events, while the next third is bein
 v2's collections, switches between two micro-batches, and moves the aliases. Then every event has been
 applied exactly once, every user has a v2 vector in the live collection equal to what the worker serves,
 and no list made by v1 follows one made by v2 on any partition. Items published on iu.items are known
-after a restart and have vectors in the live space; a rollback brings v1 back the same way.
+after a restart and have vectors in the live space; a rollback brings v1 back the same way. Last, v2
+runs in shadow beside v1, is scored on the same events, and is promoted.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -88,7 +90,7 @@ def test_deploy_mid_stream_restart_and_rollback(tiny_model, tiny_v2, stack, tmp_
     v1, v2 = version(tiny_model), version(tiny_v2)
     env = worker_env(stack, tiny_model, tmp_path, "w", IU_MODEL_GRACE_S="3600")
     prepare_topics(Settings.from_env(env), stack.bootstrap)
-    events = ml100k(N_EVENTS)
+    events, more = ml100k(N_EVENTS + 1000)[:N_EVENTS], ml100k(N_EVENTS + 1000)[N_EVENTS:]
     users = {e.user_id for e in events}
     prod = stack.producer()
     publish_catalog(prod, [*read_items(ML100K / "items.csv"), *COLD])
@@ -129,3 +131,22 @@ def test_deploy_mid_stream_restart_and_rollback(tiny_model, tiny_v2, stack, tmp_
         assert served(worker) == v1 and worker.get("/state/digest")["interactions"] == digest["interactions"]
         fused = fused_now(worker, users)
     check_live_vectors(env.get("IU_MILVUS_URI") or stack.milvus_uri, v1, fused)
+
+    with WorkerProcess(env, tmp_path / "shadow.log") as worker:  # v2 in shadow beside v1, then promoted
+        shadowed = iu("model", "deploy", str(tiny_v2), "--shadow", env=env, timeout=60)
+        assert shadowed.returncode == 0, shadowed.stderr[-2000:]
+        deadline = time.monotonic() + 120
+        while (worker.get("/health").get("shadow") or {}).get("version") != v2:
+            assert time.monotonic() < deadline, worker.get("/health")
+            time.sleep(0.5)
+        publish(prod, event_messages(more), progress=False)
+        wait_applied(worker, [*events, *more], 120)
+        quality = worker.get("/stats")["quality"]
+        assert quality["shadow"]["version"] == v2 and quality["shadow"]["trials"] > 0, quality
+        assert {"hit_rate_ours", "hit_rate_challenger", "p_value"} <= quality["shadow"].keys()
+        assert any(k.endswith(":challenger") for k in quality["rolling_hit_rate"])
+        promoted = iu("model", "promote", "--wait", "180", env=env, timeout=240)
+        assert promoted.returncode == 0, promoted.stderr[-2000:]
+        assert served(worker) == v2 and worker.get("/health")["shadow"] is None
+        fused = fused_now(worker, users | {e.user_id for e in more})
+    check_live_vectors(env.get("IU_MILVUS_URI") or stack.milvus_uri, v2, fused)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streams.monitoring.drift import DriftDetectors
-from streams.monitoring.quality import OnlineQuality, TopCounts
+from streams.monitoring.quality import OnlineQuality, Shadow, TopCounts
 
 SCENARIOS = ("home", "search")
 
@@ -18,7 +18,7 @@ def test_an_event_is_scored_only_against_lists_emitted_before_it():
     q = quality()
     assert q.trial("u", "home", "a") is None  # nothing emitted yet: no trial
     q.remember("u", "home", ["a", "b"], frozenset())
-    assert q.trial("u", "home", "a") == (True, False)
+    assert q.trial("u", "home", "a") == {"ours": True, "popularity": False}
     assert q.trial("u", "search", "a") is None  # lists are per scenario
     assert q.summary() == {"trials": 1, "hit_rate_ours": 1.0, "hit_rate_popularity": 0.0}
 
@@ -30,10 +30,26 @@ def test_popularity_baseline_is_the_scenarios_top_items_minus_what_the_user_saw(
             q.count("home", item)
     q.count("search", "w")
     q.remember("u", "home", ["a", "b"], frozenset({"x"}))
-    assert q.trial("u", "home", "y") == (False, True)
-    assert q.trial("u", "home", "z") == (False, True)
-    assert q.trial("u", "home", "x") == (False, False)  # seen items are left out of both lists
+    assert q.trial("u", "home", "y") == {"ours": False, "popularity": True}
+    assert q.trial("u", "home", "z") == {"ours": False, "popularity": True}
+    assert q.trial("u", "home", "x") == {"ours": False, "popularity": False}  # seen items are left out of both lists
     assert abs(q.hit_rate("home", "popularity") - 2 / 3) < 1e-9
+
+
+def test_a_challenger_is_scored_on_the_same_trials_and_compared_paired():
+    q = quality()
+    q.remember("u", "home", ["a"], frozenset(), ["b"])  # no shadow model yet: its list is not scored
+    assert q.trial("u", "home", "b") == {"ours": False, "popularity": False}
+    q.follow("v2")
+    for n in range(40):  # the challenger hits 30 of 40, the champion 10, both on the same 40 trials
+        ours, theirs = (["a"], ["b"]) if n < 30 else (["b"], ["a"])
+        q.remember("u", "home", ours, frozenset(), theirs)
+        assert q.trial("u", "home", "b")["challenger"] == (n < 30)
+    assert (q.shadow.trials, q.shadow.hits_ours, q.shadow.hits_challenger) == (40, 10, 30)
+    assert q.shadow.better(0.05) and not Shadow("v", 40, 20, 21, 10, 11).better(0.05)
+    assert abs(Shadow("v", 4, 0, 3, 0, 3).p_value() - 0.25) < 1e-12  # 2 * (1/2)^3
+    q.follow("v3")  # another challenger: counted afresh, lists the last one made are not its
+    assert q.shadow.trials == 0 and "challenger" not in q.trial("u", "home", "b")
 
 
 def test_top_counts_stay_the_largest_counts_in_order_as_they_grow():

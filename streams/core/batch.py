@@ -82,6 +82,7 @@ class Emission:
     seen: frozenset[str]  # the user's recent items, filtered out of the list
     fused: np.ndarray
     latency_s: float  # record timestamp → emitted
+    challenger: list[str] | None = None  # the shadow model's list for the same user and moment, if one runs
 
 
 @dataclass
@@ -92,6 +93,7 @@ class BatchResult:
     accepted: list[Accepted] = field(default_factory=list)
     emitted: list[Emission] = field(default_factory=list)
     withheld: int = 0  # users whose list was not emitted: Milvus was down
+    challenger: str = ""  # the version of the shadow model that made the emissions' challenger lists
 
     @property
     def outcomes(self) -> Counter[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -100,5 +101,20 @@ def announce(bootstrap: str, key: str, record: dict, timeout: float = 10.0) -> N
         raise CommandError(f"{MODELS} on {bootstrap} did not take the record within {timeout:.0f} s")
 
 
-def live_record(deployment: Deployment, previous: Deployment | None) -> dict:
-    return {**asdict(deployment), "previous": asdict(previous) if previous else None}
+def live_record(deployment: Deployment, previous: Deployment | None, reason: str = "deploy") -> dict:
+    """`reason`: deploy, rollback, promote (from shadow; workers may then roll back by themselves,
+    IU_ROLLBACK_WINDOW_S), auto-promote or auto-rollback."""
+    return {**asdict(deployment), "previous": asdict(previous) if previous else None, "reason": reason}
+
+
+def announce_live(bootstrap: str, target: Deployment, reason: str,
+                  serving: Callable[[], Deployment | None] = lambda: None) -> Deployment | None:
+    """Makes `target` live, the version live until now its previous one (before any announcement:
+    `serving()`'s); returns that one."""
+    live = Deployment.from_json(control_records(bootstrap).get(LIVE)) or serving()
+    if live != target:
+        announce(bootstrap, LIVE, live_record(target, live, reason))
+    return live
+
+
+NO_SHADOW = {"version": None, "path": None}

@@ -61,6 +61,7 @@ class Monitor:
                       for d in result.dead_letters)
         trials: Counter[str] = Counter()
         hits: Counter[tuple[str, str]] = Counter()
+        self.quality.follow(result.challenger)
         for a in result.accepted:
             if a.outcome not in TRIAL_OUTCOMES:
                 continue
@@ -72,8 +73,8 @@ class Monitor:
             scored = self.quality.trial(a.user_id, a.scenario, a.item_id)
             if scored is not None:
                 trials[a.scenario] += 1
-                hits.update((a.scenario, r) for r, hit in zip(RECOMMENDERS, scored, strict=True) if hit)
-                found.append(self.drift.update("hit_rate", a.scenario, float(scored[0])))
+                hits.update((a.scenario, r) for r, hit in scored.items() if hit)
+                found.append(self.drift.update("hit_rate", a.scenario, float(scored["ours"])))
             self.quality.count(a.scenario, a.item_id)
         # Prometheus label lookups take a lock each: once per label set per batch, not per event.
         for labels, n in events.items():
@@ -85,7 +86,7 @@ class Monitor:
         for e in result.emitted:
             self.metrics.recommendations.labels(e.scenario).inc()
             self.metrics.end_to_end.observe(max(e.latency_s, 0.0))
-            self.quality.remember(e.user_id, e.scenario, e.items, e.seen)
+            self.quality.remember(e.user_id, e.scenario, e.items, e.seen, e.challenger)
         found.extend(self.drift.update("interest_shift", ALL, d) for d in self._interest_shifts(result.emitted))
         if result.emitted:
             found.append(self.drift.update("latency", ALL, float(np.mean([e.latency_s for e in result.emitted]))))
@@ -114,4 +115,5 @@ class Monitor:
     def summary(self) -> dict:
         """For /stats and the demo: cumulative hit rates, the current rolling ones, drift counts."""
         rolling = {f"{s}:{r}": round(self.quality.hit_rate(s, r), 4) for s in self.scenarios for r in RECOMMENDERS}
-        return {**self.quality.summary(), "rolling_hit_rate": rolling, "drift": dict(self.detections)}
+        return {**self.quality.summary(), "rolling_hit_rate": rolling, "drift": dict(self.detections),
+                "shadow": self.quality.shadow.as_json() if self.quality.shadow.version else None}

@@ -2,9 +2,11 @@
 
 Each emitted list is remembered per (user, scenario), together with what an online popularity
 baseline would have shown that user at the same moment (the scenario's most-consumed items so far,
-minus the same recently-seen items our list leaves out). When the user's next event in that
-scenario arrives, both lists are scored before the event updates anything, so the two hit rates
-are measured on exactly the same trials and their ratio is the lift of real-time updating.
+minus the same recently-seen items our list leaves out), and, while a shadow model runs, the list it
+made for the same user at the same moment. When the user's next event in that scenario arrives, the
+lists are scored before the event updates anything, so the hit rates are measured on exactly the same
+trials: ours against popularity is the lift of real-time updating; the challenger against ours
+(`Shadow`, paired on the trials both had a list for) decides a promotion.
 
 Memory is bounded: the remembered lists are an LRU over `capacity` (user, scenario) pairs; a user
 evicted, or one whose lists were emitted by another worker before a rebalance, simply gives no trial.
@@ -12,12 +14,14 @@ evicted, or one whose lists were emitted by another worker before a rebalance, s
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
 from river import stats, utils
 
-RECOMMENDERS = ("ours", "popularity")
+RECOMMENDERS = ("ours", "popularity", "challenger")
 
 
 K = TypeVar("K")
@@ -76,23 +80,71 @@ class TopCounts:
             i -= 1
 
 
+class Lists(NamedTuple):
+    """What each recommender showed a user in one scenario, as last emitted."""
+
+    ours: frozenset[str]
+    popularity: frozenset[str]
+    challenger: frozenset[str] | None
+    challenger_version: str
+
+
+@dataclass
+class Shadow:
+    """The champion ("ours") and a challenger scored on the same trials."""
+
+    version: str = ""
+    trials: int = 0
+    hits_ours: int = 0
+    hits_challenger: int = 0
+    ours_only: int = 0  # trials only the champion's list hit
+    challenger_only: int = 0
+
+    def add(self, ours: bool, challenger: bool) -> None:
+        self.trials += 1
+        self.hits_ours += ours
+        self.hits_challenger += challenger
+        self.ours_only += ours and not challenger
+        self.challenger_only += challenger and not ours
+
+    def p_value(self) -> float:
+        """McNemar's exact test: the chance of discordant trials this lopsided if both were as good."""
+        n, low = self.ours_only + self.challenger_only, min(self.ours_only, self.challenger_only)
+        return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n) if n else 1.0
+
+    def better(self, alpha: float) -> bool:
+        """The challenger hits significantly more often than the champion."""
+        return self.challenger_only > self.ours_only and self.p_value() < alpha
+
+    def as_json(self) -> dict:
+        rate = {r: round(h / self.trials, 4) if self.trials else 0.0
+                for r, h in (("ours", self.hits_ours), ("challenger", self.hits_challenger))}
+        return {"version": self.version, "trials": self.trials, "hit_rate_ours": rate["ours"],
+                "hit_rate_challenger": rate["challenger"], "p_value": round(self.p_value(), 6)}
+
+
 class OnlineQuality:
     def __init__(self, scenarios: tuple[str, ...], k: int, window: int, capacity: int, max_seen: int) -> None:
-        self.k = k
-        self.lists: LRU[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = LRU(capacity)
+        self.k, self.window = k, window
+        self.lists: LRU[tuple[str, str], Lists] = LRU(capacity)
+        self.shadow = Shadow()
         self.popularity = {s: TopCounts(k + max_seen) for s in scenarios}
         self.rolling = {(s, r): utils.Rolling(stats.Mean, window_size=window) for s in scenarios for r in RECOMMENDERS}
         self.trials: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()
 
-    def trial(self, user_id: str, scenario: str, item_id: str) -> tuple[bool, bool] | None:
-        """Scores the event against both remembered lists: (ours hit, popularity hit), or None."""
+    def trial(self, user_id: str, scenario: str, item_id: str) -> dict[str, bool] | None:
+        """Scores the event against the remembered lists: recommender -> hit (the challenger only when the
+        current shadow model made a list), or None when no list was emitted for the user here."""
         lists = self.lists.get((user_id, scenario))
         if lists is None:
             return None
-        result = (item_id in lists[0], item_id in lists[1])
+        result = {"ours": item_id in lists.ours, "popularity": item_id in lists.popularity}
+        if lists.challenger is not None and self.shadow.version and lists.challenger_version == self.shadow.version:
+            result["challenger"] = item_id in lists.challenger
+            self.shadow.add(result["ours"], result["challenger"])
         self.trials[scenario] += 1
-        for r, hit in zip(RECOMMENDERS, result, strict=True):
+        for r, hit in result.items():
             self.rolling[(scenario, r)].update(float(hit))
             self.hits[(scenario, r)] += hit
         return result
@@ -101,9 +153,19 @@ class OnlineQuality:
         """The event, once scored, feeds the popularity baseline."""
         self.popularity[scenario].add(item_id)
 
-    def remember(self, user_id: str, scenario: str, ours: list[str], seen: frozenset[str]) -> None:
+    def remember(self, user_id: str, scenario: str, ours: list[str], seen: frozenset[str],
+                 challenger: list[str] | None = None) -> None:
         baseline = frozenset([i for i in self.popularity[scenario].top if i not in seen][: self.k])
-        self.lists.put((user_id, scenario), (frozenset(ours), baseline))
+        shown = None if challenger is None else frozenset(challenger)
+        self.lists.put((user_id, scenario), Lists(frozenset(ours), baseline, shown, self.shadow.version))
+
+    def follow(self, challenger: str) -> None:
+        """The shadow model now running ("": none); a new one starts its paired count afresh."""
+        if challenger != self.shadow.version:
+            self.shadow = Shadow(challenger)
+            for s, r in self.rolling:
+                if r == "challenger":
+                    self.rolling[(s, r)] = utils.Rolling(stats.Mean, window_size=self.window)
 
     def hit_rate(self, scenario: str, recommender: str) -> float:
         """Rolling hit rate over the last `window` trials."""
@@ -113,7 +175,7 @@ class OnlineQuality:
         """Cumulative hit rates over every trial so far, all scenarios together."""
         trials = sum(self.trials.values())
         out: dict[str, float | int] = {"trials": trials}
-        for r in RECOMMENDERS:
+        for r in ("ours", "popularity"):  # the challenger's: in `shadow`, on its own trials
             hits = sum(v for (_, rec), v in self.hits.items() if rec == r)
             out[f"hit_rate_{r}"] = round(hits / trials, 4) if trials else 0.0
         return out

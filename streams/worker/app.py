@@ -21,10 +21,10 @@ from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.worker.batches import BatchHandler
 from streams.worker.context import WorkerContext
+from streams.worker.control import CONTROL_INTERVAL_S, ModelControl
 from streams.worker.faust_io import FaustIO, as_record
 from streams.worker.gauges import GAUGE_INTERVAL_S, refresh
 from streams.worker.processor import Processor
-from streams.worker.rollout import CONTROL_INTERVAL_S, Rollout
 from streams.worker.views import WorkerViews
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, metrics:
     app = make_app(settings, bootstrap, replication)
     ctx = WorkerContext(app, settings, bootstrap, processor, metrics)
     handler = BatchHandler(settings, processor, ctx.continuity, ctx.monitor, metrics, ctx.stats, ctx.offload)
-    rollout = Rollout(ctx)
+    control = ModelControl(ctx)
     metrics.model.info(processor.model_labels())
 
     @app.agent(ctx.topics.events)
@@ -83,9 +83,9 @@ def build_app(settings: Settings, bootstrap: str, processor: Processor, metrics:
     @app.timer(interval=CONTROL_INTERVAL_S)
     async def watch_models() -> None:
         try:
-            await rollout.watch()
+            await control.tick()
         except Exception:  # the broker unreachable now: the next tick tries again
             log.exception("reading %s failed", MODELS)
 
-    WorkerViews(ctx, rollout).register(app)
+    WorkerViews(ctx, control).register(app)
     return app

@@ -46,6 +46,7 @@ class Processor:
         self.threads = ComputeThreads(*settings.thread_budget)
         self.touched: set[str] | None = None  # users whose state changed, while a rollout records them
         self.source = ""  # the model folder, as the worker reports it on iu.models
+        self.challenger: Processor | None = None  # a shadow model: lists scored, never shown (`shadow_lists`)
 
     def serve(self, other: Processor) -> None:
         """Takes over `other`'s model, catalog and vector store: a hot swap, between two batches.
@@ -55,6 +56,8 @@ class Processor:
                              f"not {self.encoder.cfg.scenarios}: states record scenarios by position")
         self.encoder, self.catalog, self.vectors, self.space = other.encoder, other.catalog, other.vectors, other.space
         self.dim, self.source = other.dim, other.source
+        if self.challenger is other:  # a promoted shadow model
+            self.challenger = None
 
     def model_labels(self) -> dict[str, str]:
         """`iu_model_info`'s labels: the model served and where its encoder runs."""
@@ -65,6 +68,8 @@ class Processor:
     def add_items(self, items: list[Item]) -> None:
         """Catalog records: known here at once, in the vector store once it answers."""
         self.vectors.upsert_items(self.catalog.add(items))
+        if self.challenger is not None:
+            self.challenger.add_items(items)
 
     def load_state(self, raw: bytes | None) -> UserState:
         """A stored state in this model's space: one another model wrote has its views recomputed from its
@@ -129,18 +134,28 @@ class Processor:
             # the one a request without a scenario gets, and the one a model rollout writes the vector of
             scens = {u: self.latest_scenario(states[u]) for u in users}
             ranked = self.rank([(u, states[u], scens[u]) for u in users], upsert=True)
+            shown = [(u, r) for u, r in zip(users, ranked, strict=True) if r is not None]
+            out.withheld += len(users) - len(shown)  # Milvus is down: no list rather than a stale one
+            challenger = self.challenger.shadow_lists([(u, out.states[u], scens[u]) for u, _ in shown]) \
+                if self.challenger is not None else [None] * len(shown)
+            out.challenger = self.challenger.encoder.model_version if self.challenger is not None else ""
             now = time.time()
-            for uid, r in zip(users, ranked, strict=True):
-                if r is None:  # Milvus is down: no list rather than a stale one (streams/vectors/guard.py)
-                    out.withheld += 1
-                    continue
+            for (uid, r), theirs in zip(shown, challenger, strict=True):
                 rec, ev = triggers[uid]
                 out.recommendations.append((uid.encode(), Recommendation(
                     uid, scens[uid], tuple(r.items), self.encoder.model_version, ev.event_id, ev.ts,
                     rec.timestamp_ms, int(now * 1000)).to_json()))
                 out.emitted.append(Emission(uid, scens[uid], [i for i, _ in r.items], frozenset(states[uid].items),
-                                            r.fused, now - rec.timestamp_ms / 1000))
+                                            r.fused, now - rec.timestamp_ms / 1000, theirs))
         return out
+
+    def shadow_lists(self, requests: list[tuple[str, bytes, str]]) -> list[list[str] | None]:
+        """As a shadow model: the lists this model would show (user, state bytes another model wrote,
+        scenario), ranked over this model's own item table; nothing is written to Milvus."""
+        if not requests:
+            return []
+        ranked = self.rank([(u, self.load_state(raw), s) for u, raw, s in requests], upsert=False, local=True)
+        return [[i for i, _ in r.items] if r is not None else None for r in ranked]
 
     def _step(self, rec: Record, ev: Event) -> Step:
         return Step(ev.event_id, ev.item_id, self.act_index[ev.action], self.scen_index[ev.scenario], ev.ts,
@@ -192,9 +207,11 @@ class Processor:
             scens = np.array([self.scen_index[s] for _, _, s in requests], np.int64)
             return self.encoder.fuse(short, views, present, scens)
 
-    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool) -> list[Ranked | None]:
+    def rank(self, requests: list[tuple[str, UserState, str]], upsert: bool, local: bool = False
+             ) -> list[Ranked | None]:
         """Fused vectors for (user, state, target scenario), ranked lists (None while a Milvus search is
-        impossible); one forward, one search."""
+        impossible); one forward, one search (`local`: over the worker's own item table, whatever
+        IU_RETRIEVAL says)."""
         fused, weights = self.fused(requests)
         if upsert:
             with self.metrics.stage("upsert"):
@@ -203,7 +220,7 @@ class Processor:
         k = self.settings.top_k
         limit = min(len(self.catalog), 4 * k + self.encoder.cfg.max_len)
         with self.metrics.stage("search"):
-            if self.settings.local_retrieval:
+            if self.settings.local_retrieval or local:
                 candidates = self.catalog.search(fused, limit)
             else:
                 candidates = self.vectors.search_items(fused, limit)

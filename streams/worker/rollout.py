@@ -17,12 +17,10 @@ filled, and handed to the processor between two micro-batches.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 
-from streams.kafka.control import LIVE, WORKER, Deployment, TopicTail, announce
-from streams.kafka.topics import MODELS
+from streams.kafka.control import Deployment
 from streams.vectors.store import drop_version
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
@@ -31,10 +29,8 @@ from streams.worker.tablescan import pairs
 
 log = logging.getLogger(__name__)
 
-CONTROL_INTERVAL_S = 1.0  # how often a worker reads iu.models
 BACKFILL_CHUNK = 512  # users re-encoded and written per step
 RETRY_S = 10.0  # after a failed preparation, before the next try
-REPORT_S = 15.0  # a worker reports what it serves at least this often (`iu model status` shows its age)
 
 
 @dataclass
@@ -61,13 +57,11 @@ class Prepared:
 class Rollout:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.target: Deployment | None = None  # the live version announced
         self.progress: Progress | None = None
         self.task: asyncio.Task | None = None
         self.retry_at = 0.0
-        self.tail: TopicTail | None = None
         self.drops: set[asyncio.Task] = set()
-        self.reported_at = float("-inf")
+        self.switched_at = float("-inf")  # loop time of the last switch
 
     @property
     def serving(self) -> str:
@@ -76,17 +70,9 @@ class Rollout:
     def status(self) -> dict | None:
         return self.progress.as_json() if self.progress else None
 
-    async def watch(self) -> None:
-        """Reads what iu.models gained since the last call; starts preparing a newly announced live
-        version, or retries one that failed."""
-        if self.tail is None:
-            self.tail = await asyncio.to_thread(TopicTail, self.ctx.bootstrap, MODELS)
-        if asyncio.get_running_loop().time() - self.reported_at > REPORT_S:
-            await self.report()
-        for key, value in await asyncio.to_thread(self.tail.new):
-            if key.decode() == LIVE and value:
-                self.target = Deployment.from_json(json.loads(value))
-        wanted = self.target
+    def follow(self, wanted: Deployment | None) -> None:
+        """The live version announced: prepared and switched to when it is not the one served; a
+        failed preparation is tried again after RETRY_S."""
         if wanted is None or wanted.version == self.serving:
             self._stop()
             return
@@ -119,13 +105,12 @@ class Rollout:
             self.retry_at = asyncio.get_running_loop().time() + RETRY_S
             ctx.metrics.rollouts.labels("failed").inc()
             ctx.processor.touched = None
-            await self.report()
             return
         self.progress = None
+        self.switched_at = asyncio.get_running_loop().time()
         ctx.metrics.rollouts.labels("switched").inc()
         ctx.metrics.rollout_progress.set(1)
         log.warning("model %s serves now (was %s)", target.version, old)
-        await self.report()
         self.drops.add(asyncio.create_task(self._drop_later(old)))
 
     async def _drop_later(self, version: str) -> None:
@@ -139,11 +124,14 @@ class Rollout:
         ctx = self.ctx
         ctx.processor.touched = set()  # before the table is read: whatever changes after is written again
         client = ctx.processor.vectors.store.client
-        items = await asyncio.to_thread(published_items, ctx.bootstrap)
-        new = await asyncio.to_thread(load_processor, ctx.settings, ctx.metrics, client, target, items,
-                                      ctx.processor.catalog.categories)
+        challenger = ctx.processor.challenger  # a promoted shadow model is loaded and its items placed already
+        if challenger is not None and challenger.encoder.model_version == target.version:
+            new = challenger
+        else:
+            items = await asyncio.to_thread(published_items, ctx.bootstrap)
+            new = await asyncio.to_thread(load_processor, ctx.settings, ctx.metrics, client, target, items,
+                                          ctx.processor.catalog.categories)
         progress.phase = "backfilling"
-        await self.report()
         users = await asyncio.to_thread(pairs, ctx.table)
         progress.users_total = len(users)
         prepared = Prepared(new)
@@ -173,16 +161,3 @@ class Rollout:
         await asyncio.to_thread(new.vectors.store.go_live)
         ctx.metrics.model.info(processor.model_labels())
         return old
-
-    async def report(self) -> None:
-        """What this worker serves, on iu.models under its own key (`iu model status` reads them)."""
-        ctx = self.ctx
-        self.reported_at = asyncio.get_running_loop().time()
-        record = {"url": str(ctx.app.conf.canonical_url), "serving": self.serving, "path": ctx.processor.source,
-                  "rollout": self.status(),
-                  "users": ctx.size.users}
-        try:
-            await asyncio.to_thread(announce, ctx.bootstrap, f"{WORKER}{ctx.app.conf.canonical_url}", record)
-        except Exception as e:  # a status line; the broker's trouble shows elsewhere
-            log.warning("could not report the model status: %s", e)
-

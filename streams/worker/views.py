@@ -14,7 +14,7 @@ from streams.core.batch import Ranked
 from streams.core.state import UserState
 from streams.kafka.topics import ITEMS
 from streams.worker.context import WorkerContext
-from streams.worker.rollout import Rollout
+from streams.worker.control import ModelControl
 from streams.worker.routing import Handler, owner_route, unavailable
 from streams.worker.tablescan import digest
 
@@ -33,8 +33,8 @@ class Refused(Exception):
 
 
 class WorkerViews:
-    def __init__(self, ctx: WorkerContext, rollout: Rollout) -> None:
-        self.ctx, self.rollout = ctx, rollout
+    def __init__(self, ctx: WorkerContext, control: ModelControl) -> None:
+        self.ctx, self.control = ctx, control
 
     def register(self, app: faust.App) -> None:
         by_owner = owner_route(app, self.ctx.table, "user_id")
@@ -56,7 +56,7 @@ class WorkerViews:
         store = processor.vectors.status()
         status = "starting" if not ready else "ok" if store["up"] else "degraded"  # consuming, lists withheld
         return view.json({"status": status, "ready": ready, "assigned": assigned, "vector_store": store,
-                          "model_version": processor.encoder.model_version, "rollout": self.rollout.status(),
+                          "model_version": processor.encoder.model_version, **self.control.status(),
                           "users": self.ctx.size.users},
                          status=200 if ready else 503)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +140,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def extend_vocabulary(model: MultiViewModel, new_text: np.ndarray) -> MultiViewModel:
+    """The model with `len(new_text)` items appended to its vocabulary (items published after it was
+    trained): their rows start at their text projection, where the model already serves them, and are
+    learned from there where training data has them."""
+    if not len(new_text):
+        return model
+    n_old = model.cfg.n_items
+    cfg = ModelConfig.from_json({**model.cfg.to_json(), "n_items": n_old + len(new_text)})
+    bigger = MultiViewModel(cfg)
+    state = model.state_dict()
+    sized = {"item_emb.weight", "trained_mask", "item_text"}
+    bigger.load_state_dict({k: v for k, v in state.items() if k not in sized}, strict=False)
+    text = torch.as_tensor(new_text, dtype=torch.float32)
+    with torch.no_grad():
+        bigger.item_text.copy_(torch.cat([state["item_text"].cpu(), text]))
+        bigger.trained_mask.copy_(torch.cat([state["trained_mask"].cpu(), torch.zeros(len(text), dtype=torch.bool)]))
+        bigger.item_emb.weight.copy_(torch.cat([state["item_emb.weight"].cpu(), model.text_proj(text)]))
+    return bigger
+
+
 def train(
     item_text: np.ndarray,
     train_users: list[UserSeq],
@@ -146,14 +168,25 @@ def train(
     tc: TrainConfig,
     device: torch.device,
     progress: bool = True,
+    start: MultiViewModel | None = None,
+    budget_s: float = 0.0,
+    on_best: Callable[[MultiViewModel, dict], None] | None = None,
 ) -> tuple[MultiViewModel, dict]:
-    """`item_text` (n_items, text_dim): the MiniLM vectors of the catalog, in vocabulary order."""
+    """`item_text` (n_items, text_dim): the MiniLM vectors of the catalog, in vocabulary order.
+    `start`: fine-tune this model (its config and item text are kept; items it learned stay learned)
+    instead of a new one. `budget_s` (0: none): no epoch but the first starts after that many seconds. `on_best(model,
+    info)`: called after each epoch that improves validation NDCG@10, e.g. to write a checkpoint."""
     seed_everything(tc.seed)
-    model = MultiViewModel(cfg)
-    model.item_text.copy_(torch.as_tensor(np.concatenate([np.zeros((1, cfg.text_dim), np.float32), item_text])))
     counts = np.bincount(np.concatenate([u.items for u in train_users]), minlength=cfg.n_items + 1)
-    model.trained_mask.copy_(torch.as_tensor(counts > 0))
+    if start is None:
+        model = MultiViewModel(cfg)
+        model.item_text.copy_(torch.as_tensor(np.concatenate([np.zeros((1, cfg.text_dim), np.float32), item_text])))
+        model.trained_mask.copy_(torch.as_tensor(counts > 0))
+    else:
+        model = start
+        model.trained_mask |= torch.as_tensor(counts > 0, device=model.trained_mask.device)
     model.to(device)
+    started = time.monotonic()
     windows = build_windows(train_users, model.layout, cfg.max_len)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     V, rows = model.layout.n, cfg.n_items + 1
@@ -162,6 +195,8 @@ def train(
     best = {"ndcg@10": -1.0, "epoch": -1, "state": None}
     bar = tqdm(range(tc.epochs), desc="train", disable=not progress, unit="epoch")
     for epoch in bar:
+        if epoch and budget_s and time.monotonic() - started > budget_s:  # the first epoch always runs
+            break
         model.train()
         order = np.random.permutation(len(windows))
         total, steps = 0.0, 0
@@ -191,6 +226,8 @@ def train(
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg=f"{row['valid_ndcg@10']:.4f}")
         if row["valid_ndcg@10"] > best["ndcg@10"]:
             best = {"ndcg@10": row["valid_ndcg@10"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            if on_best is not None:
+                on_best(model.eval(), {"best_epoch": epoch, "best_valid_ndcg@10": row["valid_ndcg@10"]})
         elif epoch - best["epoch"] >= tc.patience:
             break
     if best["state"] is not None:

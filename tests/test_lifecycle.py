@@ -7,7 +7,8 @@ v2's collections, switches between two micro-batches, and moves the aliases. The
 applied exactly once, every user has a v2 vector in the live collection equal to what the worker serves,
 and no list made by v1 follows one made by v2 on any partition. Items published on iu.items are known
 after a restart and have vectors in the live space; a rollback brings v1 back the same way. Last, v2
-runs in shadow beside v1, is scored on the same events, and is promoted.
+runs in shadow beside v1, is scored on the same events, and is promoted; then it is fine-tuned on the
+event log (`iu train --resume --from-topics`), which learns the items published since.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from milvus_lite.server_manager import server_manager_instance
 from pymilvus import MilvusClient
 
 from models.checkpoint import load_model, save_model
-from models.data.contract import Item, Recommendation, read_items
+from models.data.contract import Event, Item, Recommendation, read_items
 from streams.kafka.admin import prepare_topics
 from streams.kafka.replay import event_messages, publish, publish_catalog
 from streams.kafka.topics import RECOMMENDATIONS, partition_of
@@ -91,6 +92,9 @@ def test_deploy_mid_stream_restart_and_rollback(tiny_model, tiny_v2, stack, tmp_
     env = worker_env(stack, tiny_model, tmp_path, "w", IU_MODEL_GRACE_S="3600")
     prepare_topics(Settings.from_env(env), stack.bootstrap)
     events, more = ml100k(N_EVENTS + 1000)[:N_EVENTS], ml100k(N_EVENTS + 1000)[N_EVENTS:]
+    last = more[-1].ts
+    more += [Event(f"cold-{u}-{k}", u, COLD[(k + j) % len(COLD)].item_id, "click", "home", last + 1000 * k)
+             for j, u in enumerate(sorted({e.user_id for e in more})[:6]) for k in range(len(COLD))]  # new items
     users = {e.user_id for e in events}
     prod = stack.producer()
     publish_catalog(prod, [*read_items(ML100K / "items.csv"), *COLD])
@@ -150,3 +154,14 @@ def test_deploy_mid_stream_restart_and_rollback(tiny_model, tiny_v2, stack, tmp_
         assert served(worker) == v2 and worker.get("/health")["shadow"] is None
         fused = fused_now(worker, users | {e.user_id for e in more})
     check_live_vectors(env.get("IU_MILVUS_URI") or stack.milvus_uri, v2, fused)
+
+    # continual training: v2 fine-tuned on the event log; the items published since it was trained
+    # join its vocabulary with learned vectors
+    tuned = tmp_path / "tuned"
+    trained = iu("train", "--resume", str(tiny_v2), "--from-topics", "--out", str(tuned), "--epochs", "1",
+                 "--time-budget", "120", "--device", "cpu", env=env, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    model, meta = load_model(tuned)
+    assert meta["resumed_from"] == v2 and meta["item_ids"][:1682] == load_model(tiny_v2)[1]["item_ids"]
+    rows = [meta["item_ids"].index(it.item_id) + 1 for it in COLD]
+    assert model.trained_mask[rows].all() and model.cfg.n_items == 1682 + len(COLD)

@@ -1,5 +1,8 @@
 """The encoder, training, checkpoints and the inference API on small synthetic data."""
 
+import argparse
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +14,9 @@ from models.evaluate import evaluate
 from models.inference import InterestEncoder, pad_windows
 from models.multiview import MultiViewModel
 from models.text import embed_texts
-from models.train import _ce, train
+from models.train import _ce, extend_vocabulary, train
 from models.views import ViewState
+from streams.cli.model import parse_duration
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +151,34 @@ def test_sampled_softmax_masks_accidental_hits_and_learns():
     assert good < bad
     # With every item drawn as a negative the target itself must be masked: loss stays finite.
     assert torch.isfinite(_ce(table[targets], table, targets, negatives=400))
+
+
+def test_a_resumed_model_keeps_its_items_learns_new_ones_and_checkpoints_each_best_epoch(trained, small_synth):
+    """Fine-tuning from a trained model: the vocabulary grows by the new items (starting where the model
+    serves them now, at their text projection), old rows are where they were, and `on_best` sees
+    every improving epoch; a time budget of ~0 runs one epoch at most."""
+    model, _, (tr, va, _) = trained
+    start = copy.deepcopy(model)
+    new_text = embed_texts(["a brand new film about space", "a new cooking show"])
+    bigger = extend_vocabulary(start, new_text)
+    n = model.cfg.n_items
+    with torch.no_grad():
+        assert torch.equal(bigger.item_table()[: n + 1], model.item_table())
+        assert torch.allclose(bigger.item_table()[n + 1:], model.text_proj(torch.as_tensor(new_text)), atol=1e-6)
+    shifted = [UserSeq(u.user_id, np.append(u.items[:-1], n + 1 + k % 2), u.actions, u.scenarios, u.ts)
+               for k, u in enumerate(tr)]  # every user's last training event is on a new item
+    seen: list[int] = []
+    tuned, info = train(np.zeros((0, 384), np.float32), shifted, va, bigger.cfg,
+                        TrainConfig(epochs=3, patience=10, batch_size=64), torch.device("cpu"), progress=False,
+                        start=bigger, on_best=lambda m, i: seen.append(i["best_epoch"]))
+    assert tuned.trained_mask[n + 1:].all() and tuned.trained_mask[: n + 1].equal(model.trained_mask)
+    assert seen and seen[-1] == info["best_epoch"] and len(info["history"]) == 3
+    _, once = train(np.zeros((0, 384), np.float32), shifted, va, bigger.cfg, TrainConfig(epochs=3, batch_size=64),
+                    torch.device("cpu"), progress=False, start=copy.deepcopy(bigger), budget_s=1e-9)
+    assert len(once["history"]) == 1
+
+
+def test_durations_read_as_seconds():
+    assert [parse_duration(t) for t in ("90m", "6h", "3d", "45", "1.5h")] == [5400, 21600, 259200, 45, 5400]
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        parse_duration("soon")

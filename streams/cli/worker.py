@@ -32,10 +32,11 @@ def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust.worker import Worker
 
+    from streams.kafka.control import published_items
     from streams.monitoring.metrics import WorkerMetrics
     from streams.vectors.store import connect
     from streams.worker.app import build_app
-    from streams.worker.runtime import claim_tables, live_deployment, load_processor, published_items
+    from streams.worker.runtime import claim_tables, live_deployment, load_processor
     from streams.worker.threads import share_gil
 
     if port_open(settings.web_host, settings.web_port):

@@ -1,4 +1,5 @@
-"""Compacted topics read whole, and the model control topic `iu.models`.
+"""Topics read whole: the compacted catalog, event history for training, and the model control topic
+`iu.models`.
 
 The catalog (`iu.items`) and `iu.models` are compacted: the latest record per key is the truth, and a
 worker reads them from the beginning when it starts, so that what was published before a restart is
@@ -16,12 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from models.data.contract import Item
+from streams.core.decode import CatalogRecord, decode_item
 from streams.errors import CommandError
 from streams.kafka.admin import end_offsets_read
 from streams.kafka.replay import QUIET, producer
-from streams.kafka.topics import MODELS
+from streams.kafka.topics import ITEMS, MODELS
 
 LIVE, SHADOW, WORKER = "live", "shadow", "worker:"
 
@@ -42,14 +45,18 @@ class TopicTail:
     """Reads every partition of a topic from the beginning, then whatever arrives, without a consumer
     group (each reader sees everything). Call from a thread: it blocks up to `timeout` per call."""
 
-    def __init__(self, bootstrap: str, topic: str, timeout: float = 10.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, timeout: float = 10.0, since_ms: int = 0) -> None:
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"iu-tail-{time.time_ns()}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": QUIET})
         self.bootstrap, self.topic, self.timeout = bootstrap, topic, timeout
         meta = self.consumer.list_topics(topic, timeout=timeout).topics[topic]
         if meta.error is not None:
             raise KafkaException(meta.error)
-        self.partitions = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        self.partitions = [TopicPartition(topic, p, since_ms or 0) for p in meta.partitions]
+        if since_ms:  # the first offset at or after the time; -1 (none): the end
+            found = self.consumer.offsets_for_times(self.partitions, timeout=timeout)
+            self.partitions = [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                               for tp in found]
         self.consumer.assign(self.partitions)
 
     def new(self, exact: bool = False) -> list[tuple[bytes, bytes]]:
@@ -84,6 +91,23 @@ def read_latest(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[bytes
     tail = TopicTail(bootstrap, topic, timeout)
     try:
         return dict(tail.new(exact=True))
+    finally:
+        tail.close()
+
+
+def published_items(bootstrap: str) -> list[Item]:
+    """Every item's latest catalog record on the compacted catalog topic (malformed ones were
+    dead-lettered when a worker consumed them, and are left out here)."""
+    decoded = [decode_item(v) for v in read_latest(bootstrap, ITEMS).values() if v]
+    return [d.item for d in decoded if isinstance(d, CatalogRecord)]
+
+
+def read_since(bootstrap: str, topic: str, since_ms: int = 0, timeout: float = 10.0) -> list[bytes]:
+    """The values of every record of `topic` from `since_ms` (a record timestamp; 0: the beginning) to
+    the partitions' ends as of now."""
+    tail = TopicTail(bootstrap, topic, timeout, since_ms)
+    try:
+        return [v for _, v in tail.new(exact=True)]
     finally:
         tail.close()
 

@@ -20,11 +20,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from streams.kafka.control import Deployment
+from streams.kafka.control import Deployment, published_items
 from streams.vectors.store import drop_version
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
-from streams.worker.runtime import load_processor, published_items
+from streams.worker.runtime import load_processor
 from streams.worker.tablescan import pairs
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,8 @@ from pymilvus import MilvusClient
 from models.checkpoint import load_model
 from models.data.contract import Item
 from models.inference import InterestEncoder, best_device
-from streams.core.decode import CatalogRecord, decode_item
 from streams.errors import WorkerError
-from streams.kafka.control import LIVE, Deployment, control_records, read_latest
-from streams.kafka.topics import ITEMS
+from streams.kafka.control import LIVE, Deployment, control_records
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.vectors.catalog import Catalog
@@ -30,13 +28,6 @@ def live_deployment(settings: Settings, bootstrap: str) -> Deployment:
     """What to serve at start: the live version announced on iu.models, or else IU_MODEL's."""
     announced = Deployment.from_json(control_records(bootstrap).get(LIVE))
     return announced or Deployment("", str(settings.model_path))
-
-
-def published_items(bootstrap: str) -> list[Item]:
-    """Every item's latest catalog record on the compacted catalog topic (malformed ones were
-    dead-lettered when the worker consumed them, and are left out here)."""
-    decoded = [decode_item(v) for v in read_latest(bootstrap, ITEMS).values() if v]
-    return [d.item for d in decoded if isinstance(d, CatalogRecord)]
 
 
 def load_processor(settings: Settings, metrics: WorkerMetrics, client: MilvusClient | None = None,

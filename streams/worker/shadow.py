@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streams.kafka.control import NO_SHADOW, SHADOW, Deployment, announce, announce_live
+from streams.kafka.control import NO_SHADOW, SHADOW, Deployment, announce, announce_live, published_items
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
-from streams.worker.runtime import load_processor, published_items
+from streams.worker.runtime import load_processor
 
 log = logging.getLogger(__name__)
 

@@ -53,6 +53,9 @@ def wipe(cluster: KafkaCluster, milvus_uri: str, timeout: float = 60.0) -> None:
 
 
 def drop_collections(milvus_uri: str) -> None:
+    """Every collection and alias (a Milvus server keeps an alias whose collection is dropped)."""
     client = MilvusClient(milvus_uri)
     for name in client.list_collections():
+        for alias in client.list_aliases(collection_name=name)["aliases"]:
+            client.drop_alias(alias)
         client.drop_collection(name)

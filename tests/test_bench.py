@@ -12,7 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.integration  # starts brokers, workers or `iu` processes
 
-BENCHES = ("ops.bench.e2e", "ops.bench.guarantee", "ops.bench.encoder", "ops.bench.vectors", "ops.bench.ceiling")
+BENCHES = ("ops.bench.e2e", "ops.bench.guarantee", "ops.bench.encoder", "ops.bench.vectors", "ops.bench.ceiling",
+           "ops.bench.continual")
 SCRIPT = """
 import runpy, sys
 

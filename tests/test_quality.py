@@ -6,6 +6,7 @@ import numpy as np
 
 from streams.monitoring.drift import DriftDetectors
 from streams.monitoring.quality import OnlineQuality, Shadow, TopCounts
+from streams.worker.shadow import promote_now, roll_back_now
 
 SCENARIOS = ("home", "search")
 
@@ -97,3 +98,11 @@ def test_latency_detector_alarms_on_a_sustained_rise_only():
     assert not any(steady)
     risen = [(n, det) for n in range(200) if (det := d.update("latency", "all", 1.0 + 0.05 * rng.random()))]
     assert risen and risen[0][0] < 20 and risen[0][1].direction == "up"
+
+
+def test_promotion_and_rollback_rules():
+    better = Shadow("v2", trials=200, hits_ours=20, hits_challenger=45, ours_only=5, challenger_only=30)
+    assert promote_now(better, 200) and not promote_now(better, 201) and not promote_now(better, 0)
+    assert not promote_now(Shadow("v2", 500, 50, 52, 20, 22), 100)  # better, but not significantly
+    assert roll_back_now(1, 30.0, 600.0) and not roll_back_now(0, 30.0, 600.0)
+    assert not roll_back_now(1, 601.0, 600.0) and not roll_back_now(1, 30.0, 0.0)

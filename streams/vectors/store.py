@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pymilvus import CollectionSchema, DataType, MilvusClient
+from pymilvus import CollectionSchema, DataType, MilvusClient, MilvusException
 
 from models.data.contract import MAX_ID_BYTES, MAX_TITLE_BYTES, clip_utf8
 from streams.errors import VectorStoreError
@@ -141,7 +141,10 @@ class VectorStore:
                 self.client.drop_collection(alias)
             current = live_collection(self.client, alias)
             if current is None:
-                self.client.create_alias(name, alias)
+                try:
+                    self.client.create_alias(name, alias)
+                except MilvusException:  # an alias whose collection was dropped (a server keeps it)
+                    self.client.alter_alias(name, alias)
             elif current != name and not only_if_unset:
                 self.client.alter_alias(name, alias)
 

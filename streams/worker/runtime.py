@@ -16,7 +16,7 @@ from streams.errors import WorkerError
 from streams.kafka.control import LIVE, Deployment, control_records
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.vectors.catalog import Catalog
+from streams.vectors.catalog import START_UP_TIMEOUT_S, Catalog
 from streams.vectors.store import VectorStore, connect
 from streams.worker.processor import Processor
 
@@ -49,8 +49,12 @@ def load_processor(settings: Settings, metrics: WorkerMetrics, client: MilvusCli
     catalog = Catalog(encoder, store, meta["item_ids"], categories)
     items_csv = Path(meta.get("dataset", "")) / "items.csv"
     catalog.publish_trained(items_csv if items_csv.is_file() else None)
+    written = dict(catalog.titles)  # the trained items, as publish_trained wrote them
     for k in range(0, len(items), CATALOG_CHUNK):
-        store.upsert_items(catalog.add(items[k:k + CATALOG_CHUNK]))
+        rows = catalog.add(items[k:k + CATALOG_CHUNK])
+        news = [r for r in rows if catalog.index[r.item_id] > catalog.trained or written.get(r.item_id) != r.title]
+        if news:
+            store.upsert_items(news, bulk_timeout_s=START_UP_TIMEOUT_S)
         log.info("model %s: %d of %d published items placed", version, min(k + CATALOG_CHUNK, len(items)),
                  len(items))
     processor = Processor(encoder, catalog, store, settings, metrics)

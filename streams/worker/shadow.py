@@ -16,6 +16,7 @@ import asyncio
 import logging
 
 from streams.kafka.control import NO_SHADOW, SHADOW, Deployment, announce, announce_live, published_items
+from streams.monitoring.quality import Shadow
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
 from streams.worker.runtime import load_processor
@@ -74,19 +75,29 @@ class ShadowRun:
     async def apply_rules(self, live: Deployment | None, previous: Deployment | None, now: float) -> None:
         ctx, settings = self.ctx, self.ctx.settings
         shadow = ctx.monitor.quality.shadow
-        if (settings.shadow_promote_trials and self.wanted is not None and self.challenger is not None
-                and shadow.version == self.wanted.version and shadow.trials >= settings.shadow_promote_trials
-                and shadow.better(PROMOTE_ALPHA)):
+        if (self.wanted is not None and self.challenger is not None and shadow.version == self.wanted.version
+                and promote_now(shadow, settings.shadow_promote_trials)):
             log.warning("promoting shadow model %s: %s", self.wanted.version, shadow.as_json())
             await asyncio.to_thread(announce_live, ctx.bootstrap, self.wanted, "auto-promote")
             await asyncio.to_thread(announce, ctx.bootstrap, SHADOW, NO_SHADOW)
             self.wanted = None
         if self.watching_since is None:
             return
+        downs = ctx.monitor.detections["hit_rate:down"] - self.down_before
         if now - self.watching_since > settings.rollback_window_s:
             self.watching_since = None
-        elif ctx.monitor.detections["hit_rate:down"] > self.down_before and previous is not None:
+        elif roll_back_now(downs, now - self.watching_since, settings.rollback_window_s) and previous is not None:
             log.warning("rolling back to %s: the hit rate drifted down %.0f s after %s was promoted",
                         previous.version, now - self.watching_since, live.version if live else "?")
             await asyncio.to_thread(announce_live, ctx.bootstrap, previous, "auto-rollback")
             self.watching_since = None
+
+
+def promote_now(shadow: Shadow, trials: int) -> bool:
+    """IU_SHADOW_PROMOTE_TRIALS's rule: enough paired trials, and the challenger significantly better."""
+    return bool(trials) and shadow.trials >= trials and shadow.better(PROMOTE_ALPHA)
+
+
+def roll_back_now(downs: int, since_s: float, window_s: float) -> bool:
+    """IU_ROLLBACK_WINDOW_S's rule: a downward hit-rate detection within the window after a promotion."""
+    return bool(window_s) and downs > 0 and since_s <= window_s

@@ -150,3 +150,15 @@ def test_a_stop_request_ends_a_command_as_ctrl_c_does(consume_all):
 def test_replay_without_a_broker_says_what_to_do(tmp_path):
     fails_with_one_line(iu("replay", "--limit", "1", env={"IU_KAFKA_BOOTSTRAP": "", "IU_BROKER_DIR": str(tmp_path)}),
                         "IU_KAFKA_BOOTSTRAP", "iu broker start")
+
+
+def test_model_commands_on_a_fresh_broker_say_what_is_missing(tmp_path):
+    with EmbeddedBroker() as b:  # no worker has run: iu.models does not exist yet
+        env = {"IU_KAFKA_BOOTSTRAP": b.bootstrap}
+        status = iu("model", "status", env=env)
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert json.loads(status.stdout) == {"live": None, "path": None, "reason": None, "previous": None,
+                                             "shadow": None, "workers": []}
+        fails_with_one_line(iu("model", "rollback", env=env), "no previous live version")
+        fails_with_one_line(iu("model", "promote", env=env), "no shadow version", "--shadow")
+        fails_with_one_line(iu("model", "deploy", str(tmp_path / "none"), env=env), "no trained model", "iu train")

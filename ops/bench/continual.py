@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         events = first_half(folder, tmp / "first-half")
         model = tmp / "A"
         trained = iu("train", "--dataset", str(tmp / "first-half"), "--out", str(model), "--epochs", str(args.epochs),
-                     "--patience", "3", "--device", "cpu")
+                     "--patience", "10", "--device", "cpu")
         alone = replay(model, folder, events, tmp / "alone", None)
         tuned = replay(model, folder, events, tmp / "tuned", args)
         return {"machine": machine(), "events": len(events), "model_a": trained,
@@ -140,7 +140,7 @@ def table(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=20, help="most epochs for model A (patience 3) (default: 20)")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs for model A (patience 10) (default: 40)")
     p.add_argument("--tune-epochs", type=int, default=5, help="most epochs of the fine-tune (patience 2) (default: 5)")
     p.add_argument("--tune-lr", type=float, default=5e-4, help="the fine-tune's learning rate (default: 0.0005)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from models.data.contract import Item
 from streams.core.decode import CatalogRecord, decode_item
 from streams.errors import CommandError
-from streams.kafka.admin import end_offsets_read
+from streams.kafka.admin import create_topics, end_offsets_read
 from streams.kafka.replay import QUIET, producer
 from streams.kafka.topics import ITEMS, MODELS
 
@@ -112,13 +112,20 @@ def read_since(bootstrap: str, topic: str, since_ms: int = 0, timeout: float = 1
         tail.close()
 
 
+def ensure_models_topic(bootstrap: str) -> None:
+    """iu.models, compacted, created if `iu model` runs before any worker did."""
+    create_topics(bootstrap, {MODELS: 1}, configs={MODELS: {"cleanup.policy": "compact"}})
+
+
 def control_records(bootstrap: str, timeout: float = 10.0) -> dict[str, dict]:
     """`iu.models` as it stands: key -> its latest record."""
+    ensure_models_topic(bootstrap)
     return {k.decode(): json.loads(v) for k, v in read_latest(bootstrap, MODELS, timeout).items() if v}
 
 
 def announce(bootstrap: str, key: str, record: dict, timeout: float = 10.0) -> None:
     """Writes one control record and waits until the broker has it."""
+    ensure_models_topic(bootstrap)
     p = producer(bootstrap)
     p.produce(MODELS, key=key.encode(), value=json.dumps({**record, "at": time.time()}).encode())
     if p.flush(timeout):

@@ -9,7 +9,9 @@ the first quarter of the second half; then
   half and that quarter), `iu model deploy` makes the result A' live, and the rest is replayed.
 Online hit rate@10 is the worker's prequential one, counted over the rest of the replay only (its
 counters read before and after). Offline, A and A' are ranked on each user's last ml-100k event
-(chronological leave-one-out over the whole data set, history masked, full ranking).
+(chronological leave-one-out over the whole data set, history masked, full ranking), beside a control:
+A trained for as many more epochs on the first half only (`iu train --resume A --dataset`), which
+separates what the newer events bring from what more epochs bring.
 
     python -m ops.bench.continual [--epochs N] [--tune-epochs N] [--json] [--record]
 """
@@ -116,9 +118,13 @@ def run(args: argparse.Namespace) -> dict:
                      "--patience", "10", "--device", "cpu")
         alone = replay(model, folder, events, tmp / "alone", None)
         tuned = replay(model, folder, events, tmp / "tuned", args)
-        return {"machine": machine(), "events": len(events), "model_a": trained,
+        control = iu("train", "--resume", str(model), "--dataset", str(tmp / "first-half"), "--out",
+                     str(tmp / "more-epochs"), "--epochs", str(args.tune_epochs), "--patience", "2", "--lr",
+                     str(args.tune_lr), "--device", "cpu")
+        return {"machine": machine(), "events": len(events), "model_a": trained, "control": control,
                 "runs": {"A alone": alone, "A then A'": tuned},
-                "offline": {"A": offline(model), "A'": offline(tmp / "tuned" / "tuned")}}
+                "offline": {"A": offline(model), "A'": offline(tmp / "tuned" / "tuned"),
+                            "A, more epochs on the first half": offline(tmp / "more-epochs")}}
 
 
 def table(result: dict) -> str:
@@ -128,8 +134,10 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|"]
     for name, key in (("A alone", "A"), ("A then A'", "A'")):
         r = runs[name]
-        lines.append(f"| {name} | {r['trials']} | {r['hit_rate_ours']} | {r['hit_rate_popularity']} | "
+        lines.append(f"| {name} | {r['trials']:.0f} | {r['hit_rate_ours']} | {r['hit_rate_popularity']} | "
                      f"{off[key]['ndcg@10']} | {off[key]['hr@10']} |")
+    key = "A, more epochs on the first half"
+    lines.append(f"| control: {key} (offline only) | | | | {off[key]['ndcg@10']} | {off[key]['hr@10']} |")
     lines += ["", f"A: best epoch {result['model_a']['best_epoch']}, valid NDCG@10 "
               f"{result['model_a']['best_valid_ndcg@10']}. A': fine-tuned on {tuning.get('users')} users' event "
               f"logs from the topics, best epoch {tuning.get('best_epoch')}, valid NDCG@10 "
@@ -140,7 +148,7 @@ def table(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=40, help="most epochs for model A (patience 10) (default: 40)")
+    p.add_argument("--epochs", type=int, default=60, help="most epochs for model A (patience 10) (default: 60)")
     p.add_argument("--tune-epochs", type=int, default=5, help="most epochs of the fine-tune (patience 2) (default: 5)")
     p.add_argument("--tune-lr", type=float, default=5e-4, help="the fine-tune's learning rate (default: 0.0005)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

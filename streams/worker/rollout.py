@@ -1,9 +1,10 @@
 """Model hot swap: a version announced on iu.models is loaded beside the one served, its vector space
 filled, and handed to the processor between two micro-batches.
 
-1. Prepare (off the hot path, in threads): load the model; write its trained items and every published
-   item (cold ones projected from their text by the new model) into its own collections; write every
-   user this worker holds, re-encoded from the state's ring, in chunks, with progress in
+1. Prepare (off the event loop): load the model and write its trained items and every published item
+   (cold ones projected from their text by the new model) into its own collections, in a thread;
+   write every user this worker holds, re-encoded from the state's ring, in chunks on the compute
+   thread between micro-batches (a shadow model being promoted is in their use too), with progress in
    `iu_model_rollout_progress` and `/health`. Meanwhile the processor records the users its batches
    change.
 2. Switch (under the batch lock, so no batch is in flight): the users changed since step 1 read them
@@ -111,7 +112,9 @@ class Rollout:
         ctx.metrics.rollouts.labels("switched").inc()
         ctx.metrics.rollout_progress.set(1)
         log.warning("model %s serves now (was %s)", target.version, old)
-        self.drops.add(asyncio.create_task(self._drop_later(old)))
+        drop = asyncio.create_task(self._drop_later(old))
+        self.drops.add(drop)  # held until done: the loop keeps only weak references to tasks
+        drop.add_done_callback(self.drops.discard)
 
     async def _drop_later(self, version: str) -> None:
         """The collections of a version switched away from, after the grace period, unless it serves again."""
@@ -137,13 +140,13 @@ class Rollout:
         prepared = Prepared(new)
         for k in range(0, len(users), BACKFILL_CHUNK):
             chunk = users[k:k + BACKFILL_CHUNK]
-            await asyncio.to_thread(new.backfill, chunk)
+            await ctx.offload(new.backfill, chunk)  # between batches: a shadow model is in their use too
             prepared.done.update(key for key, _ in chunk)
             progress.users_done = len(prepared.done)
             ctx.metrics.rollout_progress.set(progress.users_done / max(progress.users_total, 1))
         # users this worker was given meanwhile (a rebalance) are written now, still off the batch path
         late = [(key, raw) for key, raw in await asyncio.to_thread(pairs, ctx.table) if key not in prepared.done]
-        await asyncio.to_thread(new.backfill, late)
+        await ctx.offload(new.backfill, late)
         prepared.done.update(key for key, _ in late)
         return prepared
 

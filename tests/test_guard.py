@@ -14,7 +14,7 @@ from streams.errors import VectorStoreError
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.vectors.guard import StoreGuard
-from streams.vectors.store import ItemRow, UserRow, VectorStore, id_filter
+from streams.vectors.store import ItemRow, UserRow, VectorStore, collections, drop_version, id_filter, live_collection
 from streams.worker.runtime import load_processor
 
 
@@ -180,3 +180,23 @@ def test_rows_the_store_refuses_are_left_out_and_never_taken_for_an_outage(milvu
     assert [r["item_id"] for r in client.query(store.items, filter=id_filter("item_id", ["i1", "i2"]),
                                                output_fields=["item_id"], consistency_level="Strong")] == ["i1"]
     assert guard.search_items(np.ones((1, dim), np.float32), 1) == [[("i1", 4.0)]]
+
+
+def test_the_aliases_follow_the_live_version_and_survive_its_collections_being_dropped(milvus_uri):
+    """A first version takes the unset aliases, a second takes them only when told; a version whose
+    collections were dropped under its aliases (a server keeps the aliases) gives them up to the next."""
+    client, metrics = MilvusClient(milvus_uri), fresh()
+    v1 = VectorStore(client, 4, 10, metrics, "m-v1")
+    v1.go_live(only_if_unset=True)
+    v2 = VectorStore(client, 4, 10, metrics, "m-v2")
+    v2.go_live(only_if_unset=True)
+    assert (live_collection(client), live_collection(client, "items")) == (v1.users, v1.items)
+    v2.go_live()
+    assert (live_collection(client), live_collection(client, "items")) == (v2.users, v2.items)
+    assert drop_version(client, "m-v1") and not drop_version(client, "m-v2")  # the live one stays
+    for name in (v2.items, v2.users):
+        client.drop_collection(name)
+    v3 = VectorStore(client, 4, 10, metrics, "m-v3")
+    v3.go_live(only_if_unset=True)
+    assert sorted(client.list_collections()) == sorted(collections("m-v3"))
+    assert (live_collection(client), live_collection(client, "items")) == (v3.users, v3.items)

@@ -10,19 +10,10 @@ from pathlib import Path
 
 from streams.errors import CommandError
 from streams.kafka.broker import configured_bootstrap
-from streams.kafka.control import (
-    LIVE,
-    NO_SHADOW,
-    SHADOW,
-    WORKER,
-    Deployment,
-    announce,
-    announce_live,
-    control_records,
-)
+from streams.kafka.control import LIVE, SHADOW, WORKER, Deployment, announce, announce_live, control_records
 from streams.settings import Settings
 
-ALIVE_S = 45.0  # a worker reports at least every REPORT_S (streams/worker/rollout.py); older reports are stale
+ALIVE_S = 45.0  # a worker reports at least every REPORT_S (streams/worker/control.py); older reports are stale
 
 
 def register(sub: argparse._SubParsersAction, settings: Settings, fmt: type) -> None:
@@ -79,9 +70,7 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
     shadow = Deployment.from_json(control_records(bootstrap).get(SHADOW))
     if shadow is None:
         raise CommandError("no shadow version to promote: `iu model deploy DIR --shadow` runs one")
-    _make_live(settings, shadow, "promote", 0.0)
-    announce(bootstrap, SHADOW, NO_SHADOW)
-    return _wait(bootstrap, shadow, args.wait)
+    return _make_live(settings, shadow, "promote", args.wait)
 
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:

@@ -162,13 +162,13 @@ def _from_topics(args: argparse.Namespace, settings: Settings, start: MultiViewM
     events = [e for e in sorted(events, key=lambda e: e.ts) if e.item_id in catalog or e.item_id in known]
     if not events:
         raise CommandError(f"no valid events on the scenario topics of {bootstrap} to train on")
+    # the new items' text: the whole vocabulary's for a model trained afresh (it has no known items)
     text = embed_texts([catalog[i].text for i in new]) if new else np.zeros((0, 384), np.float32)
     if start is not None:
         start = extend_vocabulary(start, text)
     data = build(events, list(catalog.values()), scenarios, ids)
     print(json.dumps({"events": len(events), "read": len(raw), "new_items": len(new)}), file=sys.stderr)
-    all_text = embed_texts([it.text for it in data.items]) if start is None else text
-    return data, all_text, f"kafka://{bootstrap}", start
+    return data, text, f"kafka://{bootstrap}", start
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:

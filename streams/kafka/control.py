@@ -27,6 +27,8 @@ from streams.kafka.replay import QUIET, producer
 from streams.kafka.topics import ITEMS, MODELS
 
 LIVE, SHADOW, WORKER = "live", "shadow", "worker:"
+PROMOTIONS = ("promote", "auto-promote")  # live records' reasons that end the shadow run (and open a rollback window)
+NO_SHADOW = {"version": None, "path": None}
 
 
 @dataclass(frozen=True)
@@ -141,11 +143,10 @@ def live_record(deployment: Deployment, previous: Deployment | None, reason: str
 def announce_live(bootstrap: str, target: Deployment, reason: str,
                   serving: Callable[[], Deployment | None] = lambda: None) -> Deployment | None:
     """Makes `target` live, the version live until now its previous one (before any announcement:
-    `serving()`'s); returns that one."""
+    `serving()`'s); returns that one. A promotion also ends the shadow run."""
     live = Deployment.from_json(control_records(bootstrap).get(LIVE)) or serving()
     if live != target:
         announce(bootstrap, LIVE, live_record(target, live, reason))
+    if reason in PROMOTIONS:
+        announce(bootstrap, SHADOW, NO_SHADOW)
     return live
-
-
-NO_SHADOW = {"version": None, "path": None}

@@ -118,16 +118,10 @@ class VectorStore:
         self.client = client
         self.dim = dim
         self.metrics = metrics
-        self.version = version
         self.timeout = timeout_s  # per call: pymilvus otherwise retries a dead server for minutes
         self.items, self.users = collections(version)
         self._ensure(self.items, self._item_schema())
         self._ensure(self.users, self._user_schema())
-
-    @property
-    def live(self) -> bool:
-        """Whether the aliases name this version."""
-        return live_collection(self.client) == self.users
 
     def go_live(self, only_if_unset: bool = False) -> None:
         """Points the aliases at this version (with `only_if_unset`, only where they name nothing yet).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import suppress
+from dataclasses import replace
 
 import numpy as np
 
@@ -74,14 +75,16 @@ class Processor:
     def load_state(self, raw: bytes | None) -> UserState:
         """A stored state in this model's space: one another model wrote has its views recomputed from its
         ring with this model's item vectors (items this worker cannot place are left out)."""
-        if raw is None:
-            st = UserState.empty(self.n_views, self.dim)
-        else:
-            st = UserState.from_bytes(raw, self.n_views)
-            if st.space not in (0, self.space):  # 0: a format-2 state, written before spaces were recorded
-                known = np.array([i in self.catalog for i in st.items], bool)
-                st.reproject(self.encoder.layout, self.space, known,
-                             self.catalog.matrix([i for i in st.items if i in self.catalog]))
+        return self.in_space(UserState.empty(self.n_views, self.dim) if raw is None
+                             else UserState.from_bytes(raw, self.n_views))
+
+    def in_space(self, st: UserState) -> UserState:
+        """`st` with its views in this model's space (recomputed from the ring if another model wrote
+        them; in place)."""
+        if st.space not in (0, self.space):  # 0: a format-2 state, written before spaces were recorded
+            known = np.array([i in self.catalog for i in st.items], bool)
+            st.reproject(self.encoder.layout, self.space, known,
+                         self.catalog.matrix([i for i in st.items if i in self.catalog]))
         st.space = self.space
         return st
 
@@ -89,17 +92,15 @@ class Processor:
         """The scenario of the user's latest event."""
         return self.encoder.cfg.scenarios[int(st.ring["scen"][-1]) - 1]
 
-    def backfill(self, pairs: list[tuple[bytes, bytes | None]]) -> int:
+    def backfill(self, pairs: list[tuple[bytes, bytes | None]]) -> None:
         """Writes the users' vectors (user key, stored state) as this model computes them from their
-        states, for their latest scenario, into this model's collection; raises VectorStoreError.
-        How many were written."""
+        states, for their latest scenario, into this model's collection; raises VectorStoreError."""
         states = [(k.decode(errors="replace"), self.load_state(raw)) for k, raw in pairs if raw is not None]
         requests = [(u, st, self.latest_scenario(st)) for u, st in states if len(st.ring)]
         if requests:
             fused, _ = self.fused(requests)
             self.vectors.store.upsert_users([UserRow(u, s, fused[n], self.encoder.model_version)
                                              for n, (u, _, s) in enumerate(requests)])
-        return len(requests)
 
     def process(self, records: list[Record], stored: dict[str, bytes | None]) -> BatchResult:
         """`stored`: the current state bytes of every user whose key appears in `records`."""
@@ -136,7 +137,7 @@ class Processor:
             ranked = self.rank([(u, states[u], scens[u]) for u in users], upsert=True)
             shown = [(u, r) for u, r in zip(users, ranked, strict=True) if r is not None]
             out.withheld += len(users) - len(shown)  # Milvus is down: no list rather than a stale one
-            challenger = self.challenger.shadow_lists([(u, out.states[u], scens[u]) for u, _ in shown]) \
+            challenger = self.challenger.shadow_lists([(u, states[u], scens[u]) for u, _ in shown]) \
                 if self.challenger is not None else [None] * len(shown)
             out.challenger = self.challenger.encoder.model_version if self.challenger is not None else ""
             now = time.time()
@@ -149,12 +150,12 @@ class Processor:
                                             r.fused, now - rec.timestamp_ms / 1000, theirs))
         return out
 
-    def shadow_lists(self, requests: list[tuple[str, bytes, str]]) -> list[list[str] | None]:
-        """As a shadow model: the lists this model would show (user, state bytes another model wrote,
-        scenario), ranked over this model's own item table; nothing is written to Milvus."""
+    def shadow_lists(self, requests: list[tuple[str, UserState, str]]) -> list[list[str] | None]:
+        """As a shadow model: the lists this model would show (user, state another model holds, scenario),
+        ranked over this model's own item table; nothing is written to Milvus, nor to the states."""
         if not requests:
             return []
-        ranked = self.rank([(u, self.load_state(raw), s) for u, raw, s in requests], upsert=False, local=True)
+        ranked = self.rank([(u, self.in_space(replace(st)), s) for u, st, s in requests], upsert=False, local=True)
         return [[i for i, _ in r.items] if r is not None else None for r in ranked]
 
     def _step(self, rec: Record, ev: Event) -> Step:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from streams.kafka.control import Deployment, published_items
+from streams.kafka.control import Deployment
 from streams.vectors.store import drop_version
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
-from streams.worker.runtime import load_processor
+from streams.worker.runtime import load_beside
 from streams.worker.tablescan import pairs
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,6 @@ class Progress:
     def as_json(self) -> dict:
         return {"version": self.version, "phase": self.phase, "users_done": self.users_done,
                 "users_total": self.users_total, **({"error": self.error} if self.error else {})}
-
-
-@dataclass
-class Prepared:
-    processor: Processor
-    done: set[bytes] = field(default_factory=set)  # user keys written by the new model
 
 
 class Rollout:
@@ -95,9 +89,9 @@ class Rollout:
     async def _roll_out(self, target: Deployment, progress: Progress) -> None:
         ctx = self.ctx
         try:
-            prepared = await self._prepare(target, progress)
+            new = await self._prepare(target, progress)
             progress.phase = "switching"
-            old = await self._switch(prepared)
+            old = await self._switch(new)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a model that does not load, Milvus down, ...: reported, and tried again
@@ -123,38 +117,33 @@ class Rollout:
             dropped = await asyncio.to_thread(drop_version, self.ctx.processor.vectors.store.client, version)
             log.info("model %s: collections dropped: %s", version, dropped)
 
-    async def _prepare(self, target: Deployment, progress: Progress) -> Prepared:
+    async def _prepare(self, target: Deployment, progress: Progress) -> Processor:
+        """The new version's processor, with every user this worker holds written by it."""
         ctx = self.ctx
         ctx.processor.touched = set()  # before the table is read: whatever changes after is written again
-        client = ctx.processor.vectors.store.client
         challenger = ctx.processor.challenger  # a promoted shadow model is loaded and its items placed already
         if challenger is not None and challenger.encoder.model_version == target.version:
             new = challenger
         else:
-            items = await asyncio.to_thread(published_items, ctx.bootstrap)
-            new = await asyncio.to_thread(load_processor, ctx.settings, ctx.metrics, client, target, items,
-                                          ctx.processor.catalog.categories)
+            new = await load_beside(ctx, target)
         progress.phase = "backfilling"
         users = await asyncio.to_thread(pairs, ctx.table)
         progress.users_total = len(users)
-        prepared = Prepared(new)
-        for k in range(0, len(users), BACKFILL_CHUNK):
-            chunk = users[k:k + BACKFILL_CHUNK]
-            await ctx.offload(new.backfill, chunk)  # between batches: a shadow model is in their use too
-            prepared.done.update(key for key, _ in chunk)
-            progress.users_done = len(prepared.done)
+        for k in range(0, len(users), BACKFILL_CHUNK):  # on the compute thread: a promoted shadow model is
+            await ctx.offload(new.backfill, users[k:k + BACKFILL_CHUNK])  # also in the batches' use
+            progress.users_done = min(k + BACKFILL_CHUNK, len(users))
             ctx.metrics.rollout_progress.set(progress.users_done / max(progress.users_total, 1))
         # users this worker was given meanwhile (a rebalance) are written now, still off the batch path
-        late = [(key, raw) for key, raw in await asyncio.to_thread(pairs, ctx.table) if key not in prepared.done]
-        await ctx.offload(new.backfill, late)
-        prepared.done.update(key for key, _ in late)
-        return prepared
+        done = {key for key, _ in users}
+        await ctx.offload(new.backfill, [(key, raw) for key, raw in await asyncio.to_thread(pairs, ctx.table)
+                                         if key not in done])
+        return new
 
-    async def _switch(self, prepared: Prepared) -> str:
+    async def _switch(self, new: Processor) -> str:
         """Between two batches: the users batches changed since they were read are written again, then
         the new model serves. Returns the version served before."""
         ctx = self.ctx
-        processor, new = ctx.processor, prepared.processor
+        processor = ctx.processor
         async with ctx.batch_lock:
             changed = [key.encode() for key in processor.touched or ()]
             await ctx.offload(new.backfill, [(key, ctx.table.get(key)) for key in changed])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import MutableMapping, Sequence
@@ -13,11 +14,12 @@ from models.checkpoint import load_model
 from models.data.contract import Item
 from models.inference import InterestEncoder, best_device
 from streams.errors import WorkerError
-from streams.kafka.control import LIVE, Deployment, control_records
+from streams.kafka.control import LIVE, Deployment, control_records, published_items
 from streams.monitoring.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.vectors.catalog import START_UP_TIMEOUT_S, Catalog
 from streams.vectors.store import VectorStore, connect
+from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,14 @@ def load_processor(settings: Settings, metrics: WorkerMetrics, client: MilvusCli
     processor = Processor(encoder, catalog, store, settings, metrics)
     processor.source = str(Path(deployment.path).resolve())
     return processor
+
+
+async def load_beside(ctx: WorkerContext, deployment: Deployment) -> Processor:
+    """A processor for `deployment` beside the one the worker serves, loaded in a thread: on the same
+    Milvus connection, with every published item, keeping categories in the map the monitor reads."""
+    items = await asyncio.to_thread(published_items, ctx.bootstrap)
+    return await asyncio.to_thread(load_processor, ctx.settings, ctx.metrics, ctx.processor.vectors.store.client,
+                                   deployment, items, ctx.processor.catalog.categories)
 
 
 def claim_tables(settings: Settings, tabledir: Path, cluster: str) -> None:

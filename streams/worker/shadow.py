@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streams.kafka.control import NO_SHADOW, SHADOW, Deployment, announce, announce_live, published_items
+from streams.kafka.control import PROMOTIONS, Deployment, announce_live
 from streams.monitoring.quality import Shadow
 from streams.worker.context import WorkerContext
 from streams.worker.processor import Processor
-from streams.worker.runtime import load_processor
+from streams.worker.runtime import load_beside
 
 log = logging.getLogger(__name__)
 
 PROMOTE_ALPHA = 0.05
-PROMOTIONS = ("promote", "auto-promote")  # live records' reasons that open the rollback window
 
 
 class ShadowRun:
@@ -54,10 +53,7 @@ class ShadowRun:
     async def _load(self, wanted: Deployment) -> None:
         ctx = self.ctx
         try:
-            items = await asyncio.to_thread(published_items, ctx.bootstrap)
-            challenger = await asyncio.to_thread(load_processor, ctx.settings, ctx.metrics,
-                                                 ctx.processor.vectors.store.client, wanted, items,
-                                                 ctx.processor.catalog.categories)
+            challenger = await load_beside(ctx, wanted)
         except Exception:
             log.exception("shadow model %s did not load", wanted.version)
             return
@@ -79,7 +75,6 @@ class ShadowRun:
                 and promote_now(shadow, settings.shadow_promote_trials)):
             log.warning("promoting shadow model %s: %s", self.wanted.version, shadow.as_json())
             await asyncio.to_thread(announce_live, ctx.bootstrap, self.wanted, "auto-promote")
-            await asyncio.to_thread(announce, ctx.bootstrap, SHADOW, NO_SHADOW)
             self.wanted = None
         if self.watching_since is None:
             return
